@@ -2,13 +2,21 @@
 //! prost messages and tonic services. Maps are `BTreeMap` so that encoding is deterministic
 //! (sorted keys), which LLB digests depend on.
 //!
-//! The `pb` messages that contain maps are written by hand in `src/gomap.rs` (Go-compatible
-//! map entries, see there); `extern_path` makes the generated code use those types.
+//! A few `pb` messages (`Op` and those with maps) are written by hand in `src/gowire.rs` so
+//! that they encode byte for byte as Go does (see there); `extern_path` makes the generated
+//! code use those types.
 
 use std::path::{Path, PathBuf};
 
-/// `pb` messages with map fields whose encoding is hand-written in `src/gomap.rs`.
-const GO_MAP_MESSAGES: [&str; 5] = ["SourceOp", "BuildOp", "OpMetadata", "Definition", "Source"];
+/// `pb` messages whose encoding is hand-written in `src/gowire.rs`.
+const GO_WIRE_MESSAGES: [&str; 6] = [
+    "Op",
+    "SourceOp",
+    "BuildOp",
+    "OpMetadata",
+    "Definition",
+    "Source",
+];
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
@@ -33,8 +41,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let fds = protox::compile(&files, [&root])?;
     let mut config = tonic_prost_build::configure().btree_map(".");
-    for name in GO_MAP_MESSAGES {
-        config = config.extern_path(format!(".pb.{name}"), format!("crate::gomap::{name}"));
+    for name in GO_WIRE_MESSAGES {
+        config = config.extern_path(format!(".pb.{name}"), format!("crate::gowire::{name}"));
     }
     config
         .build_server(true)

@@ -15,6 +15,7 @@
 
 pub mod caps;
 mod definition;
+pub mod dump;
 mod error;
 mod exec;
 mod file;
@@ -34,7 +35,7 @@ pub use file::{
     BoundActions, Chmod, CopyOptions, CopySource, FileAction, MkdirOptions, MkfileOptions, Owner,
     RmOptions, SymlinkOptions, UserRef,
 };
-pub use marshal::{MarshalOptions, digest_of, encode_op, random_id};
+pub use marshal::{MarshalOptions, digest_of, random_id};
 pub use ops::{diff, merge};
 pub use platform::Platform;
 pub use source::{Differ, Git, Http, Image, Local, ResolveMode, git, http, image, local, scratch};

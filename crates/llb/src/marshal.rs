@@ -32,27 +32,6 @@ pub struct MarshalOptions {
     pub server_sets_default_path: Option<bool>,
 }
 
-/// Encodes an op the way upstream's Go encoder lays it out: the regular fields in tag
-/// order (inputs, platform, constraints) and the `op` oneof last. prost would put the oneof
-/// in tag order, between inputs and platform, which changes the bytes and the digest.
-pub fn encode_op(op: &pb::Op) -> Vec<u8> {
-    use prost::encoding::message;
-    let mut buf = Vec::with_capacity(op.encoded_len());
-    for input in &op.inputs {
-        message::encode(1, input, &mut buf);
-    }
-    if let Some(p) = &op.platform {
-        message::encode(10, p, &mut buf);
-    }
-    if let Some(c) = &op.constraints {
-        message::encode(11, c, &mut buf);
-    }
-    if let Some(kind) = &op.op {
-        kind.encode(&mut buf);
-    }
-    buf
-}
-
 /// `sha256:<hex>` of `bytes`.
 pub fn digest_of(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
@@ -196,7 +175,7 @@ impl Marshaler<'_> {
         filter.extend(opts.worker_constraints.iter().cloned());
         op.constraints = Some(pb::WorkerConstraints { filter });
 
-        let bytes = encode_op(&op);
+        let bytes = op.encode_to_vec();
         let digest = digest_of(&bytes);
         let mut md = Metadata {
             ignore_cache: self.options.ignore_cache,
@@ -243,7 +222,7 @@ impl State {
             }],
             ..pb::Op::default()
         };
-        let bytes = encode_op(&terminal);
+        let bytes = terminal.encode_to_vec();
         let tdigest = digest_of(&bytes);
         let mut tmd = m.metadata.remove(&tdigest).unwrap_or_default();
         tmd.caps.insert(caps::CONSTRAINTS);

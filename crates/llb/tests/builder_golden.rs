@@ -74,7 +74,7 @@ fn context(follow: &[&str]) -> State {
 fn run_copy_matches_upstream() {
     let run = busybox().run().shell("echo hi > /x").build().root();
     let out = run.file(
-        &FileAction::copy(&context(&["a"]), "a", "/b", dockerfile_copy()),
+        &FileAction::copy(context(&["a"]), "a", "/b", dockerfile_copy()),
         OpOptions::new().custom_name("[3/3] COPY a /b"),
     );
     assert_eq!(

@@ -6,7 +6,7 @@ use llb::pb;
 use llb::{
     CacheSharing, Chmod, CopyOptions, FileAction, LoadError, LoadedDefinition, MarshalOptions,
     MkdirOptions, MkfileOptions, Mount, NetMode, OpOptions, Owner, Platform, ProxyEnv, RmOptions,
-    Secret, SecurityMode, Ssh, State, SymlinkOptions, diff, digest_of, encode_op, merge,
+    Secret, SecurityMode, Ssh, State, SymlinkOptions, diff, digest_of, merge,
 };
 use proptest::prelude::*;
 use prost::Message;
@@ -149,7 +149,7 @@ fn every_op_kind_round_trips() {
     for op in loaded.ops.values() {
         assert_eq!(op.digest, digest_of(&op.bytes));
         // re-encoding the decoded op gives back the received bytes
-        assert_eq!(encode_op(&op.op), op.bytes);
+        assert_eq!(op.op.encode_to_vec(), op.bytes);
     }
     // the head is the merge, and ops come inputs-first
     assert_eq!(loaded.head.digest, *loaded.order.last().unwrap());
@@ -361,13 +361,14 @@ fn valid_def() -> pb::Definition {
 }
 
 fn terminal_to(digest: &str) -> Vec<u8> {
-    encode_op(&pb::Op {
+    pb::Op {
         inputs: vec![pb::Input {
             digest: digest.into(),
             index: 0,
         }],
         ..pb::Op::default()
-    })
+    }
+    .encode_to_vec()
 }
 
 #[test]
@@ -407,7 +408,7 @@ fn malformed_definitions_give_distinct_errors() {
         digest: exec_digest,
         index: 5,
     };
-    *d.def.last_mut().unwrap() = encode_op(&t);
+    *d.def.last_mut().unwrap() = t.encode_to_vec();
     let e = LoadedDefinition::load(d).unwrap_err();
     assert!(
         matches!(e, LoadError::BadOutputIndex { index: 5, .. }),
@@ -435,7 +436,7 @@ fn malformed_definitions_give_distinct_errors() {
     if let Some(pb::op::Op::Exec(e)) = &mut exec.op {
         e.mounts[0].dest = "/x".into();
     }
-    d.def[1] = encode_op(&exec);
+    d.def[1] = exec.encode_to_vec();
     let new_digest = digest_of(&d.def[1]);
     *d.def.last_mut().unwrap() = terminal_to(&new_digest);
     let e = LoadedDefinition::load(d).unwrap_err();

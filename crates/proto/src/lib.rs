@@ -11,20 +11,21 @@
 //! This crate owns the wire types only; graph building and validation live in `llb`, and
 //! service implementations live in the daemon and session crates. See `docs/protos.md`.
 //!
-//! The `pb` messages that contain maps (`SourceOp`, `BuildOp`, `OpMetadata`, `Definition`,
-//! `Source`) are hand-written so that every map entry is encoded as Go encodes it; they are
-//! re-exported in [`pb`] next to the generated ones.
+//! A few `pb` messages (`Op` with its oneof `op::Op`, and the messages with maps: `SourceOp`,
+//! `BuildOp`, `OpMetadata`, `Definition`, `Source`) are hand-written so that they encode byte
+//! for byte as Go does (`Op`'s oneof last, map entries with key and value always present);
+//! they are re-exported in [`pb`] next to the generated ones.
 
 pub use prost_types;
 
-mod gomap;
+mod gowire;
 
 /// LLB (`package pb`): Definition, Op and every op, action, mount and metadata message.
 #[allow(clippy::all, rust_2018_idioms)]
 pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/pb.rs"));
 
-    pub use crate::gomap::{BuildOp, Definition, OpMetadata, Source, SourceOp};
+    pub use crate::gowire::{BuildOp, Definition, Op, OpMetadata, Source, SourceOp, op};
 }
 
 /// Packages under `moby.*`.

@@ -1,21 +1,23 @@
-//! Messages of `package pb` that contain maps, encoded the way Go's protobuf runtime does.
+//! Messages of `package pb` whose bytes must equal what Go's protobuf runtime writes, because
+//! a vertex digest is sha256 over the bytes of a `pb.Op`. prost's generated code differs from
+//! Go in two ways that matter here, so these types are written by hand (`build.rs` points
+//! prost at them with `extern_path`) and re-exported from [`crate::pb`] under the same names,
+//! with the same fields and the same oneof enum (`pb::op::Op`), so code builds them with the
+//! same struct literals.
 //!
-//! A protobuf map entry is a small message `{key = 1, value = 2}`. prost's generated code
-//! leaves the key or the value out of an entry when it is the default (`""`, `0`, `false`, an
-//! empty message); Go always writes both. The two forms decode to the same message, but they
-//! are different bytes, and a vertex digest is sha256 over the bytes of a `pb.Op`. For
-//! example upstream's nested build op carries `inputs: {"buildkit.llb.definition": {}}`,
-//! whose entry Go writes with an empty value (`12 00`) and prost would write without it.
+//! - **Field order of `Op`.** Go writes the regular fields in number order and the `op`
+//!   oneof last: `inputs (1), platform (10), constraints (11), exec|source|… (2–8)`. prost
+//!   writes everything in number order, oneof included.
+//! - **Map entries.** A map entry is a small message `{key = 1, value = 2}`. prost leaves the
+//!   key or the value out when it is the default (`""`, `0`, `false`, an empty message); Go
+//!   always writes both. Upstream's nested build op carries
+//!   `inputs: {"buildkit.llb.definition": {}}`, whose entry Go writes with an empty value
+//!   (`12 00`). Covered: `SourceOp.attrs`, `BuildOp.inputs`/`attrs` (inside `Op`, so
+//!   digested), `OpMetadata.description`/`caps`, `Definition.metadata`, `Source.locations`.
 //!
-//! The types here replace prost's generated ones (`build.rs` points prost at them with
-//! `extern_path`) and are re-exported from [`crate::pb`] under the same names and with the
-//! same fields, so code builds them with the same struct literals. Their
-//! [`prost::Message`] implementations are written by hand: every field is encoded as prost
-//! would (proto3 defaults left out, fields in number order), except that every map entry
-//! carries both its key and its value. Decoding accepts both forms.
-//!
-//! Covered: `SourceOp.attrs`, `BuildOp.inputs`/`attrs` (both inside `Op`, so digested),
-//! `OpMetadata.description`/`caps`, `Definition.metadata` and `Source.locations`.
+//! Everything else is encoded as prost would (proto3 defaults left out, the other fields in
+//! number order, map keys sorted). Decoding accepts any field order and both map entry
+//! forms; unknown fields are skipped (and so lost on re-encoding, as with prost).
 
 use std::collections::BTreeMap;
 
@@ -26,7 +28,59 @@ use prost::encoding::{
 };
 use prost::{DecodeError, Message};
 
-use crate::pb::{BuildInput, ExportCache, LinuxResources, Locations, ProgressGroup, SourceInfo};
+use crate::pb::{
+    BuildInput, ExportCache, Input, LinuxResources, Locations, Platform, ProgressGroup, SourceInfo,
+    WorkerConstraints,
+};
+
+/// One vertex of the build graph (`pb.Op`). The final element of `Definition.def` is a
+/// terminal vertex with no `op` and exactly one input (the result).
+#[derive(Clone, PartialEq, Debug, Default)]
+pub struct Op {
+    /// Edges: the outputs of other ops this one consumes.
+    pub inputs: Vec<Input>,
+    /// Platform the op runs for.
+    pub platform: Option<Platform>,
+    /// Worker filters.
+    pub constraints: Option<WorkerConstraints>,
+    /// What the op does; `None` for the terminal op.
+    pub op: Option<op::Op>,
+}
+
+/// Nested types of [`Op`].
+pub mod op {
+    use crate::pb::{DiffOp, ExecOp, FileOp, MergeOp, PassthroughOp};
+
+    use super::{BuildOp, SourceOp};
+
+    /// The `op` oneof of `pb.Op`.
+    // Unboxed variants, as prost generates them, so that code builds them the same way.
+    #[allow(clippy::large_enum_variant)]
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Op {
+        /// Run a process in a container.
+        #[prost(message, tag = "2")]
+        Exec(ExecOp),
+        /// Files from an image, a client directory, git, a URL...
+        #[prost(message, tag = "3")]
+        Source(SourceOp),
+        /// A chain of file actions.
+        #[prost(message, tag = "4")]
+        File(FileOp),
+        /// A nested build.
+        #[prost(message, tag = "5")]
+        Build(BuildOp),
+        /// Layers merged on top of each other.
+        #[prost(message, tag = "6")]
+        Merge(MergeOp),
+        /// The difference between two states.
+        #[prost(message, tag = "7")]
+        Diff(DiffOp),
+        /// Passes results through (gateway internal).
+        #[prost(message, tag = "8")]
+        Passthrough(PassthroughOp),
+    }
+}
 
 /// A source of files: an image, a client directory, a git repository, a URL...
 /// (`pb.SourceOp`).
@@ -233,6 +287,48 @@ fn at(message: &'static str, field: &'static str) -> impl FnOnce(DecodeError) ->
 }
 
 // ---- Message implementations ----------------------------------------------------------------
+
+impl Message for Op {
+    /// Regular fields in number order, then the oneof, as Go writes them.
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        message::encode_repeated(1, &self.inputs, buf);
+        encode_opt(10, &self.platform, buf);
+        encode_opt(11, &self.constraints, buf);
+        if let Some(op) = &self.op {
+            op.encode(buf);
+        }
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        const NAME: &str = "Op";
+        match tag {
+            1 => message::merge_repeated(wire_type, &mut self.inputs, buf, ctx)
+                .map_err(at(NAME, "inputs")),
+            2..=8 => op::Op::merge(&mut self.op, tag, wire_type, buf, ctx).map_err(at(NAME, "op")),
+            10 => merge_opt(wire_type, &mut self.platform, buf, ctx).map_err(at(NAME, "platform")),
+            11 => merge_opt(wire_type, &mut self.constraints, buf, ctx)
+                .map_err(at(NAME, "constraints")),
+            _ => skip_field(wire_type, tag, buf, ctx),
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        message::encoded_len_repeated(1, &self.inputs)
+            + opt_len(10, &self.platform)
+            + opt_len(11, &self.constraints)
+            + self.op.as_ref().map_or(0, op::Op::encoded_len)
+    }
+
+    fn clear(&mut self) {
+        *self = Self::default();
+    }
+}
 
 impl Message for SourceOp {
     fn encode_raw(&self, buf: &mut impl BufMut) {
@@ -516,6 +612,52 @@ mod tests {
     }
 
     #[test]
+    fn op_writes_the_oneof_last() {
+        let op = pb::Op {
+            inputs: vec![pb::Input {
+                digest: "d".into(),
+                index: 1,
+            }],
+            platform: Some(pb::Platform {
+                os: "linux".into(),
+                ..Default::default()
+            }),
+            constraints: Some(pb::WorkerConstraints::default()),
+            op: Some(pb::op::Op::Source(SourceOp {
+                identifier: "x".into(),
+                attrs: BTreeMap::new(),
+            })),
+        };
+        #[rustfmt::skip]
+        let want = [
+            0x0a, 5, 0x0a, 1, b'd', 0x10, 1,          // inputs (1)
+            0x52, 7, 0x12, 5, b'l', b'i', b'n', b'u', b'x', // platform (10)
+            0x5a, 0,                                  // constraints (11), present but empty
+            0x1a, 3, 0x0a, 1, b'x',                   // source (3), after them
+        ];
+        assert_eq!(op.encode_to_vec(), want);
+        assert_eq!(op.encoded_len(), want.len());
+        assert_eq!(decode::<pb::Op>(&want), op);
+
+        // prost's (number) order decodes to the same op.
+        #[rustfmt::skip]
+        let number_order = [
+            0x0a, 5, 0x0a, 1, b'd', 0x10, 1,
+            0x1a, 3, 0x0a, 1, b'x',
+            0x52, 7, 0x12, 5, b'l', b'i', b'n', b'u', b'x',
+            0x5a, 0,
+        ];
+        assert_eq!(decode::<pb::Op>(&number_order), op);
+
+        // The terminal op: inputs only.
+        let terminal = pb::Op {
+            inputs: op.inputs.clone(),
+            ..Default::default()
+        };
+        assert_eq!(terminal.encode_to_vec(), want[..7]);
+    }
+
+    #[test]
     fn build_op_all_fields() {
         let op = BuildOp {
             builder: 1,
@@ -619,5 +761,125 @@ mod tests {
         };
         op.clear();
         assert_eq!(op, SourceOp::default());
+    }
+
+    mod prop {
+        use proptest::collection::{btree_map, vec};
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn smap() -> impl Strategy<Value = BTreeMap<String, String>> {
+            btree_map(".{0,6}", ".{0,6}", 0..4)
+        }
+
+        fn metadata() -> impl Strategy<Value = OpMetadata> {
+            (
+                any::<bool>(),
+                smap(),
+                proptest::option::of(any::<bool>()),
+                btree_map(".{0,6}", any::<bool>(), 0..4),
+            )
+                .prop_map(|(ignore_cache, description, export, caps)| OpMetadata {
+                    ignore_cache,
+                    description,
+                    export_cache: export.map(|value| ExportCache { value }),
+                    caps,
+                    ..Default::default()
+                })
+        }
+
+        fn definition() -> impl Strategy<Value = Definition> {
+            (
+                vec(vec(any::<u8>(), 0..8), 0..3),
+                btree_map(".{0,6}", metadata(), 0..3),
+                proptest::option::of(btree_map(".{0,6}", Just(Locations::default()), 0..3)),
+            )
+                .prop_map(|(def, metadata, locations)| Definition {
+                    def,
+                    metadata,
+                    source: locations.map(|locations| Source {
+                        locations,
+                        infos: Vec::new(),
+                    }),
+                })
+        }
+
+        fn op() -> impl Strategy<Value = pb::Op> {
+            let kind = prop_oneof![
+                Just(None),
+                (".{0,10}", smap()).prop_map(|(identifier, attrs)| Some(pb::op::Op::Source(
+                    SourceOp { identifier, attrs }
+                ))),
+                (
+                    any::<i64>(),
+                    btree_map(".{0,6}", any::<i64>(), 0..3),
+                    proptest::option::of(definition()),
+                    smap()
+                )
+                    .prop_map(|(builder, inputs, def, attrs)| Some(
+                        pb::op::Op::Build(BuildOp {
+                            builder,
+                            inputs: inputs
+                                .into_iter()
+                                .map(|(k, input)| (k, BuildInput { input }))
+                                .collect(),
+                            def,
+                            attrs,
+                        })
+                    )),
+            ];
+            (
+                vec((".{0,8}", any::<i64>()), 0..3),
+                proptest::option::of(".{0,6}"),
+                any::<bool>(),
+                kind,
+            )
+                .prop_map(|(inputs, os, constraints, op)| pb::Op {
+                    inputs: inputs
+                        .into_iter()
+                        .map(|(digest, index)| pb::Input { digest, index })
+                        .collect(),
+                    platform: os.map(|os| pb::Platform {
+                        os,
+                        ..Default::default()
+                    }),
+                    constraints: constraints.then(pb::WorkerConstraints::default),
+                    op,
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn op_roundtrips_with_consistent_length(op in op()) {
+                let bytes = op.encode_to_vec();
+                prop_assert_eq!(op.encoded_len(), bytes.len());
+                prop_assert_eq!(pb::Op::decode(bytes.as_slice()).unwrap(), op);
+            }
+
+            #[test]
+            fn definition_roundtrips_with_consistent_length(def in definition()) {
+                let bytes = def.encode_to_vec();
+                prop_assert_eq!(def.encoded_len(), bytes.len());
+                prop_assert_eq!(Definition::decode(bytes.as_slice()).unwrap(), def);
+            }
+
+            #[test]
+            fn every_map_entry_has_key_and_value(attrs in smap()) {
+                // Each entry of `attrs` is `12 <len> 0a <klen> key 12 <vlen> value`.
+                let op = SourceOp { identifier: String::new(), attrs: attrs.clone() };
+                let mut rest = op.encode_to_vec();
+                for (k, v) in &attrs {
+                    let entry = [
+                        vec![0x0a, k.len() as u8], k.as_bytes().to_vec(),
+                        vec![0x12, v.len() as u8], v.as_bytes().to_vec(),
+                    ].concat();
+                    prop_assert_eq!(&rest[..2], &[0x12, entry.len() as u8]);
+                    prop_assert_eq!(&rest[2..2 + entry.len()], entry.as_slice());
+                    rest.drain(..2 + entry.len());
+                }
+                prop_assert!(rest.is_empty());
+            }
+        }
     }
 }

@@ -1,0 +1,3 @@
+//! `buildctl debug ...`: debug utilities.
+
+pub mod dump_llb;
