@@ -1,0 +1,225 @@
+//! The OCI worker: everything that holds data or runs processes, opened together under
+//! one root directory, as upstream's `runc` worker is.
+//!
+//! Layout under the root: `metadata.redb` (the metadata DB), `content/` (blobs),
+//! `snapshots/` (the snapshotter), `executor/` (runc bundles and state). Opening a worker
+//! reclaims what a crashed daemon left: runc containers and mounts under `executor/`,
+//! snapshot directories without records, partial ingests.
+//!
+//! This crate wires the parts together and adds layer computation ([`Worker::diff`]). It
+//! does not schedule work (the solver does) or know about LLB.
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use archive::{DiffOptions, DiffStats};
+use content::ContentStore;
+use executor::{Executor, RuncExecutor, Runtime};
+use metadata::{MetadataStore, RedbStore};
+use registry::{CredentialsFn, Hosts, PulledImage, Registry};
+use snapshot::Snapshotter;
+
+/// Errors of opening and using a worker.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("worker root {path}: {source}")]
+    Root {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Metadata(#[from] metadata::Error),
+    #[error(transparent)]
+    Content(#[from] content::Error),
+    #[error(transparent)]
+    Snapshot(#[from] snapshot::Error),
+    #[error(transparent)]
+    Archive(#[from] archive::Error),
+    #[error(transparent)]
+    Registry(#[from] registry::Error),
+    #[error(transparent)]
+    Exec(#[from] executor::ExecError),
+    #[error("internal: {0}")]
+    Join(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How to open a worker.
+#[derive(Clone, Default)]
+pub struct WorkerOptions {
+    /// `auto` (default), `overlayfs` or `native`.
+    pub snapshotter: Option<String>,
+    /// Registry host settings.
+    pub hosts: Hosts,
+    /// Registry credentials lookup.
+    pub credentials: Option<CredentialsFn>,
+    /// The OCI runtime binary; found on `PATH` when `None`.
+    pub runtime: Option<PathBuf>,
+}
+
+/// The worker's parts, opened under one root.
+pub struct Worker {
+    root: PathBuf,
+    pub metadata: Arc<dyn MetadataStore>,
+    pub content: ContentStore,
+    pub snapshotter: Arc<dyn Snapshotter>,
+    pub registry: Registry,
+    pub executor: Arc<dyn Executor>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("root", &self.root)
+            .field("snapshotter", &self.snapshotter.name())
+            .finish()
+    }
+}
+
+/// The schema of the worker's metadata DB. Each part keeps its own tables; version 1 is
+/// the initial layout.
+fn migrations() -> Vec<metadata::Migration> {
+    vec![metadata::Migration {
+        version: 1,
+        description: "initial layout",
+        apply: |_| Ok(()),
+    }]
+}
+
+impl Worker {
+    /// Opens (creating if needed) the worker under `root` and reclaims leftovers from a
+    /// previous process.
+    pub async fn open(root: &Path, opts: WorkerOptions) -> Result<Worker> {
+        let io = |source| Error::Root {
+            path: root.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(root).map_err(io)?;
+        let root = root.canonicalize().map_err(io)?;
+        let metadata: Arc<dyn MetadataStore> =
+            Arc::new(RedbStore::open(&root.join("metadata.redb"), &migrations())?);
+        let content = ContentStore::open(&root, metadata.clone())?;
+        let name = opts.snapshotter.as_deref().unwrap_or("auto");
+        let snapshotter = snapshot::by_name(name, &root, metadata.clone())?;
+        let runtime = match &opts.runtime {
+            Some(p) => Runtime::from_path(p)?,
+            None => Runtime::detect()?,
+        };
+        let executor = RuncExecutor::new(root.join("executor"), runtime)?;
+        let report = executor.cleanup_stale().await?;
+        if !report.containers.is_empty() || !report.unmounted.is_empty() {
+            tracing::warn!(
+                containers = report.containers.len(),
+                mounts = report.unmounted.len(),
+                "reclaimed state left by a previous process"
+            );
+        }
+        let s2 = snapshotter.clone();
+        let orphans = tokio::task::spawn_blocking(move || s2.cleanup())
+            .await
+            .map_err(|e| Error::Join(e.to_string()))??;
+        if orphans > 0 {
+            tracing::warn!(orphans, "removed snapshot directories without records");
+        }
+        Ok(Worker {
+            registry: Registry::new(opts.hosts, opts.credentials),
+            root,
+            metadata,
+            content,
+            snapshotter,
+            executor: Arc::new(executor),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Pulls `reference` for `platform` and unpacks it; returns the image and the key of
+    /// its top snapshot (`None` for an image without layers).
+    pub async fn pull(
+        &self,
+        reference: &str,
+        platform: &llb::Platform,
+        lease: Option<&str>,
+    ) -> Result<(PulledImage, Option<String>)> {
+        let image = self
+            .registry
+            .pull(reference, platform, &self.content, lease)
+            .await?;
+        let (img, store, snap) = (
+            image.clone(),
+            self.content.clone(),
+            self.snapshotter.clone(),
+        );
+        let top =
+            tokio::task::spawn_blocking(move || registry::unpack(&img, &store, snap.as_ref()))
+                .await
+                .map_err(|e| Error::Join(e.to_string()))??;
+        Ok((image, top))
+    }
+
+    /// Writes the layer of committed snapshot `key` over `parent` as a tar (compressed as
+    /// `opts` says) to `writer`. Overlay snapshots are diffed from their upper directory,
+    /// compared with a read-only view of the parent so that what was copied up without
+    /// change is left out; native ones by comparing the two trees. Blocking.
+    pub fn diff<W: Write + Send>(
+        &self,
+        key: &str,
+        parent: Option<&str>,
+        writer: W,
+        opts: &DiffOptions,
+    ) -> Result<DiffStats> {
+        let upper = self.snapshotter.layer_dir(key)?;
+        if self.snapshotter.name() == "overlayfs" {
+            let Some(parent) = parent else {
+                return Ok(archive::diff_overlay(&upper, writer, opts)?);
+            };
+            return self.with_view(parent, |base| {
+                Ok(archive::diff_overlay_with_base(&upper, base, writer, opts)?)
+            });
+        }
+        match parent {
+            Some(p) => {
+                let lower = self.snapshotter.layer_dir(p)?;
+                Ok(archive::diff_dirs(&lower, &upper, writer, opts)?)
+            }
+            None => {
+                let empty = tempfile::tempdir_in(&self.root).map_err(|source| Error::Root {
+                    path: self.root.clone(),
+                    source,
+                })?;
+                Ok(archive::diff_dirs(empty.path(), &upper, writer, opts)?)
+            }
+        }
+    }
+
+    /// Mounts a read-only view of committed snapshot `key` for the length of `f`.
+    fn with_view<T>(&self, key: &str, f: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+        let view_key = format!(
+            "view/{}/{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        );
+        let mounts = self.snapshotter.view(&view_key, Some(key))?;
+        let result = (|| {
+            let target = tempfile::tempdir_in(&self.root).map_err(|source| Error::Root {
+                path: self.root.clone(),
+                source,
+            })?;
+            let guard = snapshot::mount::mount_all(&mounts, target.path())?;
+            let out = f(target.path());
+            guard.release()?;
+            out
+        })();
+        self.snapshotter.remove(&view_key)?;
+        result
+    }
+}
