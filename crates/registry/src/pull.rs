@@ -227,6 +227,17 @@ impl Registry {
         Ok((bytes.to_vec(), digest, media_type, v))
     }
 
+    /// Resolves `reference` for `platform` to the digest of its platform manifest, without
+    /// fetching config or layers (what a source op's cache key needs).
+    pub async fn resolve(&self, reference: &str, platform: &Platform) -> Result<Digest> {
+        let (full, host, r) = Self::parse(reference)?;
+        let (bytes, digest, media_type, doc) = self.fetch_manifest(&full, &host, &r).await?;
+        if is_index_doc(media_type.as_deref(), &doc) {
+            return Ok(select_manifest(&full, &bytes, platform)?.0);
+        }
+        Ok(digest)
+    }
+
     /// Pulls `reference` for `platform`: index (if any), manifest, config and every layer
     /// end up in `store`, each verified against its digest, held by `lease` when given.
     /// Blobs already in the store are not fetched again.
@@ -327,29 +338,27 @@ impl Registry {
             });
         }
 
-        futures::stream::iter(manifest.layers().iter().zip(&layers))
-            .map(|(desc, (d, size, _))| {
-                let client = client.clone();
-                let r = r.clone();
-                let full = full.clone();
+        // Owned copies only, so the layer futures borrow nothing (and stay `Send` for any
+        // caller's lifetimes).
+        let jobs: Vec<(OciDescriptor, Digest, u64)> = manifest
+            .layers()
+            .iter()
+            .zip(&layers)
+            .map(|(desc, (d, size, _))| (descriptor(desc), *d, *size))
+            .collect();
+        let lease_owned = lease.map(String::from);
+        futures::stream::iter(jobs)
+            .map(|(desc, d, size)| {
+                let (client, r, full) = (client.clone(), r.clone(), full.clone());
+                let (store, lease) = (store.clone(), lease_owned.clone());
                 async move {
-                    if store.exists(d)? {
-                        if let Some(l) = lease {
-                            store.add_to_lease(l, d)?;
+                    if store.exists(&d)? {
+                        if let Some(l) = &lease {
+                            store.add_to_lease(l, &d)?;
                         }
                         return Ok::<(), Error>(());
                     }
-                    fetch_layer(
-                        &client,
-                        &r,
-                        &full,
-                        descriptor(desc),
-                        store,
-                        lease,
-                        *d,
-                        *size,
-                    )
-                    .await
+                    fetch_layer(&client, &r, &full, desc, &store, lease.as_deref(), d, size).await
                 }
             })
             .buffer_unordered(PARALLEL_LAYERS)

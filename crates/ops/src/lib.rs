@@ -1,0 +1,132 @@
+//! The LLB layer over the solver: turns a loaded LLB Definition into a solver graph whose
+//! vertices run source, exec, file, merge and diff ops on the worker.
+//!
+//! Results are [`Ref`]s: committed snapshots of the worker's snapshotter (or scratch).
+//! Cache keys: every op's cache map digest is the sha256 of its op bytes with the inputs
+//! left out (inputs enter the key through the solver), plus, for image sources, the
+//! resolved manifest digest. Copy sources and read-only bind mounts are consumed by
+//! content: their keys use content checksums of the selected paths (`contenthash`), so an
+//! unrelated change in a build context does not invalidate a step, and equal content from
+//! two sources hits the same cache.
+//!
+//! This crate does not parse Dockerfiles (the frontend does) or talk to clients (the
+//! session fills the [`LocalProvider`]).
+#![forbid(unsafe_code)]
+
+mod cachemount;
+mod exec;
+mod file;
+mod graph;
+mod local;
+mod merge;
+mod mounted;
+mod source;
+
+use std::sync::Arc;
+
+pub use cachemount::CacheMounts;
+pub use graph::{build_graph, vertex_name};
+pub use local::{DirProvider, LocalProvider};
+
+use worker::Worker;
+
+/// A result: a committed snapshot, or scratch (`None`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Ref(pub Option<Arc<str>>);
+
+impl Ref {
+    pub fn scratch() -> Ref {
+        Ref(None)
+    }
+
+    pub fn snapshot(key: impl Into<Arc<str>>) -> Ref {
+        Ref(Some(key.into()))
+    }
+
+    /// The snapshot key, `None` for scratch.
+    pub fn key(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+}
+
+/// Everything the ops share: the worker, where local sources come from, the content
+/// hasher and the cache mounts.
+pub struct OpsContext {
+    pub worker: Arc<Worker>,
+    pub local: Arc<dyn LocalProvider>,
+    pub hasher: contenthash::ContentHasher,
+    pub cache_mounts: CacheMounts,
+}
+
+impl std::fmt::Debug for OpsContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpsContext")
+            .field("worker", &self.worker)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpsContext {
+    pub fn new(worker: Arc<Worker>, local: Arc<dyn LocalProvider>) -> Arc<OpsContext> {
+        let hasher = contenthash::ContentHasher::new(worker.metadata.clone());
+        let cache_mounts = CacheMounts::new(worker.root().join("cachemounts"));
+        Arc::new(OpsContext {
+            worker,
+            local,
+            hasher,
+            cache_mounts,
+        })
+    }
+
+    /// A fresh snapshot key for a result.
+    pub(crate) fn new_key(prefix: &str) -> String {
+        format!("{prefix}/{}", llb::random_id())
+    }
+}
+
+/// Persists [`Ref`]s for the solver's cache: the id is the snapshot key, and a ref loads
+/// again only while its snapshot exists.
+pub struct RefStore {
+    ctx: Arc<OpsContext>,
+}
+
+impl RefStore {
+    pub fn new(ctx: Arc<OpsContext>) -> RefStore {
+        RefStore { ctx }
+    }
+}
+
+const SCRATCH_ID: &str = "scratch";
+
+impl solver::ResultStore<Ref> for RefStore {
+    fn id(&self, r: &Ref) -> String {
+        r.key().unwrap_or(SCRATCH_ID).to_string()
+    }
+
+    fn load(&self, id: &str) -> Option<Ref> {
+        if id == SCRATCH_ID {
+            return Some(Ref::scratch());
+        }
+        self.ctx
+            .worker
+            .snapshotter
+            .stat(id)
+            .ok()
+            .filter(|i| i.kind == snapshot::Kind::Committed)
+            .map(|_| Ref::snapshot(id))
+    }
+}
+
+/// Turns a displayable error into the solver's op error.
+pub(crate) fn op_err(e: impl std::fmt::Display) -> solver::OpError {
+    solver::OpError::new(e.to_string())
+}
+
+/// Runs blocking work off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, solver::OpError> + Send + 'static,
+) -> Result<T, solver::OpError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| solver::OpError::new(format!("internal: {e}")))?
+}

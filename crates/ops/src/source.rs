@@ -1,0 +1,114 @@
+//! Source ops: `docker-image://` (pulled and unpacked by the worker) and `local://`
+//! (filled by the [`LocalProvider`]).
+
+use std::sync::Arc;
+
+use oci::Digest;
+use proto::pb;
+use solver::{BoxFuture, CacheMap, Op, OpContext, OpError};
+
+use crate::mounted::Active;
+use crate::{OpsContext, Ref, blocking, op_err};
+
+pub(crate) struct SourceOp {
+    pub(crate) ctx: Arc<OpsContext>,
+    pub(crate) source: pb::SourceOp,
+    pub(crate) platform: llb::Platform,
+    /// sha256 of the op without inputs.
+    pub(crate) op_digest: Digest,
+}
+
+impl SourceOp {
+    fn image_ref(&self) -> Option<&str> {
+        self.source.identifier.strip_prefix("docker-image://")
+    }
+
+    fn local_name(&self) -> Option<&str> {
+        self.source.identifier.strip_prefix("local://")
+    }
+}
+
+impl Op<Ref> for SourceOp {
+    fn cache_map<'a>(&'a self, _: &'a OpContext) -> BoxFuture<'a, Result<CacheMap, OpError>> {
+        Box::pin(async move {
+            if let Some(r) = self.image_ref() {
+                // The key follows what the tag points at now.
+                let manifest = self
+                    .ctx
+                    .worker
+                    .registry
+                    .resolve(r, &self.platform)
+                    .await
+                    .map_err(op_err)?;
+                let mut material = self.op_digest.as_bytes().to_vec();
+                material.extend_from_slice(manifest.as_bytes());
+                return Ok(CacheMap {
+                    digest: Digest::of(&material),
+                    deps: Vec::new(),
+                    always_run: false,
+                });
+            }
+            if self.local_name().is_some() {
+                // Synced again every build; what uses it is keyed by content.
+                return Ok(CacheMap {
+                    digest: self.op_digest,
+                    deps: Vec::new(),
+                    always_run: true,
+                });
+            }
+            Err(OpError::new(format!(
+                "source {}: this source type is not supported yet",
+                self.source.identifier
+            )))
+        })
+    }
+
+    fn exec<'a>(
+        &'a self,
+        ctx: &'a OpContext,
+        _: Vec<Ref>,
+    ) -> BoxFuture<'a, Result<Vec<Ref>, OpError>> {
+        Box::pin(async move {
+            if let Some(r) = self.image_ref() {
+                let started = std::time::SystemTime::now();
+                let (image, top) = self
+                    .ctx
+                    .worker
+                    .pull(r, &self.platform, None)
+                    .await
+                    .map_err(op_err)?;
+                let total: u64 = image.layers.iter().map(|l| l.1).sum();
+                ctx.progress.status(
+                    &ctx.vertex,
+                    &image.manifest_digest.to_string(),
+                    &format!("resolve {r}"),
+                    total as i64,
+                    total as i64,
+                    started,
+                    Some(std::time::SystemTime::now()),
+                );
+                return Ok(vec![top.map_or_else(Ref::scratch, Ref::snapshot)]);
+            }
+            let Some(name) = self.local_name().map(String::from) else {
+                return Err(OpError::new(format!(
+                    "source {}: not supported",
+                    self.source.identifier
+                )));
+            };
+            let ops = self.ctx.clone();
+            let attrs = self.source.attrs.clone();
+            let r = blocking(move || {
+                let active = Active::prepare(&ops, &Ref::scratch())?;
+                {
+                    let m = active.mount(&ops)?;
+                    ops.local
+                        .sync(&name, &attrs, m.path())
+                        .map_err(OpError::new)?;
+                }
+                active.commit()
+            })
+            .await?;
+            Ok(vec![r])
+        })
+    }
+}
