@@ -15,7 +15,8 @@ use worker::{Worker, WorkerOptions};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let reg = testkit::Registry::start()?;
     let image = testkit::BusyboxImage::new()?;
-    reg.client().push_image("busybox", "latest", image.image())?;
+    reg.client()
+        .push_image("busybox", "latest", image.image())?;
     let reference = format!("{}/busybox:latest", reg.host());
     let dir = tempfile::tempdir()?;
     let rt = tokio::runtime::Runtime::new()?;
@@ -31,7 +32,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for i in 0..49 {
             st = if i % 2 == 0 {
                 st.file(
-                    &FileAction::mkfile(&format!("/f{i}"), 0o644, format!("{i}\n"), MkfileOptions::default()),
+                    &FileAction::mkfile(
+                        &format!("/f{i}"),
+                        0o644,
+                        format!("{i}\n"),
+                        MkfileOptions::default(),
+                    ),
                     OpOptions::new(),
                 )
             } else {
