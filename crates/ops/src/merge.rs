@@ -1,7 +1,9 @@
 //! Merge and diff ops.
 //!
 //! A merge stacks its inputs: the first input's snapshot is the parent, and each later
-//! input's tree is copied on top (later wins). A diff is the set of changes from `lower`
+//! input is laid on top (later wins). With overlayfs the later inputs' layers are stacked
+//! into the new snapshot's upper directory with hard links, so no file data is copied;
+//! with the native snapshotter their trees are copied. A diff is the set of changes from `lower`
 //! to `upper` as a tree of its own; deletions have no place in a tree and are dropped
 //! (they matter only when a diff is merged, which upstream does lazily; not yet here).
 
@@ -78,7 +80,17 @@ impl Op<Ref> for MergeOp {
                     return Ok(vec![Ref::scratch()]);
                 };
                 let active = Active::prepare(&ctx, first)?;
-                {
+                let snap = ctx.worker.snapshotter.clone();
+                if snap.name() == "overlayfs" {
+                    let upper = snap.layer_dir(&active.key).map_err(op_err)?;
+                    for key in rest.iter().filter_map(Ref::key) {
+                        for layer in
+                            snapshot::merge::layer_chain(snap.as_ref(), key).map_err(op_err)?
+                        {
+                            snapshot::merge::stack_layer(&layer, &upper).map_err(op_err)?;
+                        }
+                    }
+                } else {
                     let target = active.mount(&ctx)?;
                     for r in rest {
                         let v = view(&ctx, r)?;

@@ -255,6 +255,28 @@ async fn file_merge_and_diff_ops() {
     );
     let (r, _) = env.solve(&checked).await;
     assert_eq!(env.read(&r.unwrap(), "out").unwrap(), b"data640\n");
+    // the merge shares the file with the layer it came from instead of copying it
+    let (m, _) = env.solve(&merged).await;
+    let m = m.unwrap();
+    let upper = env
+        .ctx
+        .worker
+        .snapshotter
+        .layer_dir(m.key().unwrap())
+        .unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        std::fs::metadata(upper.join("d/f")).unwrap().nlink() >= 2,
+        "hard-linked, not copied"
+    );
+    assert_eq!(env.read(&m, "d/f").unwrap(), b"data");
+    // a whiteout in a merged input hides what the first input has
+    let removed = run(&env.base(), "remove", "rm /etc/group");
+    let merged2 = llb::merge(&[env.base(), removed], named("merge2"));
+    let (m2, _) = env.solve(&merged2).await;
+    let m2 = m2.unwrap();
+    assert!(env.read(&m2, "etc/group").is_none());
+    assert!(env.read(&m2, "etc/passwd").is_some());
 
     let changed = run(&env.base(), "change", "echo new > /new");
     let diff = llb::diff(&env.base(), &changed, named("diff"));
@@ -264,5 +286,59 @@ async fn file_merge_and_diff_ops() {
     assert!(
         env.read(&r, "bin/busybox").is_none(),
         "the diff holds only the change"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_process_on_the_same_root_finds_the_cache() {
+    let Some(env) = env().await else { return };
+    env.write_context("a", "from the context");
+    let ctx = llb::Local::new("context").state();
+    let st = run(
+        &env.base().file(
+            &FileAction::copy(&ctx, "a", "/a", copy_opts()),
+            named("copy a"),
+        ),
+        "use a",
+        "cat /a > /out",
+    );
+    let def = st.marshal(&llb::MarshalOptions::default()).unwrap();
+    let bytes = prost::Message::encode_to_vec(&def);
+    // a root of its own, used by two processes one after the other
+    let root = tempfile::tempdir().unwrap();
+    let solve_in_new_process = || {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_llb-solve"))
+            .arg("--root")
+            .arg(root.path())
+            .arg("--local")
+            .arg(format!("context={}", env.context.path().display()))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), &bytes).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "llb-solve failed");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let first = solve_in_new_process();
+    assert!(first.contains("done use a"), "{first}");
+    let second = solve_in_new_process();
+    assert!(second.contains("cached use a"), "{second}");
+    assert!(second.contains("cached copy a"), "{second}");
+    assert!(
+        !second.contains("done use a") && !second.contains("done copy a"),
+        "{second}"
+    );
+    let result = |s: &str| {
+        s.lines()
+            .find(|l| l.starts_with("result "))
+            .map(String::from)
+    };
+    assert_eq!(
+        result(&first),
+        result(&second),
+        "the same snapshot both times"
     );
 }

@@ -12,6 +12,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod merge;
 pub mod mount;
 mod native;
 mod overlay;

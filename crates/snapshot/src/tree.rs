@@ -112,7 +112,7 @@ fn copy_data(s: &Path, d: &Path) -> Result<()> {
 }
 
 /// Owner, mode, xattrs and times of `s` onto `d` (never following a symlink `d`).
-fn copy_metadata(s: &Path, d: &Path, md: &std::fs::Metadata) -> Result<()> {
+pub(crate) fn copy_metadata(s: &Path, d: &Path, md: &std::fs::Metadata) -> Result<()> {
     let symlink = md.file_type().is_symlink();
     rustix::fs::chownat(
         CWD,
