@@ -13,7 +13,6 @@ PACKAGES=(
   docker-registry      # Distribution v2.8: the local test registry
   busybox-static       # base image fixture
   skopeo               # independent check of pushed images
-  graphviz             # renders `buildctl debug dump-llb --dot`
 )
 
 missing=()

@@ -5,6 +5,7 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::commands::build::BuildArgs;
 use crate::commands::debug::dump_llb::DumpLlbArgs;
 
 /// Default daemon address when neither `--addr` nor `BUILDKIT_HOST` is set.
@@ -66,6 +67,9 @@ pub enum LogFormat {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Build.
+    #[command(alias = "b")]
+    Build(BuildArgs),
     /// Debug utilities.
     Debug(DebugArgs),
 }
@@ -83,6 +87,18 @@ pub enum DebugCommand {
     /// Dump LLB in human-readable format. LLB can be also passed via stdin. This command does
     /// not require the daemon to be running.
     DumpLlb(DumpLlbArgs),
+    /// List workers.
+    Workers(WorkersArgs),
+    /// Display the daemon's version.
+    Info,
+}
+
+/// `buildctl debug workers` flags.
+#[derive(Debug, Args)]
+pub struct WorkersArgs {
+    /// Verbose output.
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
 }
 
 #[cfg(test)]
@@ -127,7 +143,10 @@ mod tests {
         assert_eq!(cli.global.timeout, 30);
         let Command::Debug(DebugArgs {
             command: DebugCommand::DumpLlb(args),
-        }) = cli.command;
+        }) = cli.command
+        else {
+            panic!("parsed as another command");
+        };
         assert!(args.dot);
         assert_eq!(args.file.as_deref(), Some(std::path::Path::new("def.pb")));
     }

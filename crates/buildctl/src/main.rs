@@ -1,8 +1,8 @@
 //! `buildctl`: the BuildKit client CLI.
 //!
 //! A thin binary: [`cli`] parses the command line (upstream's global flags and
-//! subcommands), and each subcommand lives in its own file under [`commands`]. Today only
-//! `debug dump-llb` exists; the commands that talk to a daemon come with the daemon.
+//! subcommands), and each subcommand lives in its own file under [`commands`]: `build`,
+//! `debug dump-llb`, `debug workers`, `debug info`.
 
 mod cli;
 mod commands;
@@ -19,7 +19,16 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Debug(debug) => match &debug.command {
             DebugCommand::DumpLlb(args) => commands::debug::dump_llb::run(args),
+            DebugCommand::Workers(args) => {
+                runtime().and_then(|rt| rt.block_on(commands::debug::workers::workers(&cli.global, args.verbose)))
+            }
+            DebugCommand::Info => {
+                runtime().and_then(|rt| rt.block_on(commands::debug::workers::info(&cli.global)))
+            }
         },
+        Command::Build(args) => {
+            runtime().and_then(|rt| rt.block_on(commands::build::run(&cli.global, args)))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -30,4 +39,12 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The async runtime for the commands that talk to the daemon.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
 }

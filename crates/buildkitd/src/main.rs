@@ -1,44 +1,94 @@
-//! `buildkitd`: the BuildKit daemon.
-//!
-//! The daemon itself (Control service, workers, session) is not built yet; this binary
-//! parses upstream's command line so that scripts get the same flag errors, and says
-//! plainly that serving is not available in this release.
+//! `buildkitd`: the BuildKit daemon. Flags and `buildkitd.toml` into the `daemon` crate.
 
-use std::process::ExitCode;
+use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::Parser;
+use daemon::config::{Config, DEFAULT_ADDRESS, DEFAULT_ROOT};
+
+const DEFAULT_CONFIG: &str = "/etc/buildkit/buildkitd.toml";
 
 /// BuildKit daemon (buildkit-rs).
 #[derive(Parser, Debug)]
 #[command(name = "buildkitd", version, about)]
 struct Args {
     /// Path to the config file.
-    #[arg(long, default_value = "/etc/buildkit/buildkitd.toml")]
-    config: String,
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Enable debug output in logs.
     #[arg(long)]
     debug: bool,
     /// Path to the state directory.
-    #[arg(long, default_value = "/var/lib/buildkit")]
-    root: String,
-    /// Listening address (unix://, tcp://); repeatable.
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Listening address (unix:///path or tcp://host:port); repeatable.
     #[arg(long = "addr")]
     addr: Vec<String>,
+    /// Snapshotter of the OCI worker: auto, overlayfs or native.
+    #[arg(long = "oci-worker-snapshotter")]
+    snapshotter: Option<String>,
+    /// The OCI runtime binary (runc or crun).
+    #[arg(long = "oci-worker-binary")]
+    binary: Option<PathBuf>,
+    /// How many steps may run at once.
+    #[arg(long = "oci-max-parallelism")]
+    max_parallelism: Option<usize>,
 }
 
-fn main() -> ExitCode {
-    let args = Args::parse();
-    let addrs = if args.addr.is_empty() {
-        vec!["unix:///run/buildkit/buildkitd.sock".to_string()]
-    } else {
-        args.addr
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        std::future::pending::<()>().await;
+        return;
     };
-    eprintln!(
-        "buildkitd: serving {} is not implemented yet in buildkit-rs (root {}, config {}); \
-         see docs/unsupported.md",
-        addrs.join(", "),
-        args.root,
-        args.config
-    );
-    ExitCode::from(1)
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let (config_path, required) = match &args.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG), false),
+    };
+    let mut config = Config::load(&config_path, required)?;
+    let debug = args.debug || config.debug;
+    tracing_subscriber::fmt()
+        .with_env_filter(if debug { "debug" } else { "info" })
+        .with_writer(std::io::stderr)
+        .init();
+    if let Some(s) = args.snapshotter {
+        config.worker.oci.snapshotter = Some(s);
+    }
+    if let Some(b) = args.binary {
+        config.worker.oci.binary = Some(b);
+    }
+    if let Some(n) = args.max_parallelism {
+        config.worker.oci.max_parallelism = Some(n);
+    }
+    let root = args
+        .root
+        .or(config.root.clone())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT));
+    let addresses = if !args.addr.is_empty() {
+        args.addr
+    } else if !config.grpc.address.is_empty() {
+        config.grpc.address.clone()
+    } else {
+        vec![DEFAULT_ADDRESS.to_string()]
+    };
+    let controller = daemon::open(root.clone(), &config)
+        .await
+        .with_context(|| format!("starting the worker at {}", root.display()))?;
+    tracing::info!(root = %root.display(), "buildkitd running");
+    daemon::serve(controller, &addresses, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
 }

@@ -1,3 +1,4 @@
 //! `buildctl debug ...`: debug utilities.
 
 pub mod dump_llb;
+pub mod workers;

@@ -1,0 +1,194 @@
+//! The `moby.buildkit.v1.Control` service.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use llb::LoadedDefinition;
+use ops::{OpsContext, Ref};
+use proto::control::control_server::Control;
+use proto::control::{
+    BuildHistoryEvent, BuildHistoryRequest, BytesMessage, DiskUsageRequest, DiskUsageResponse,
+    InfoRequest, InfoResponse, ListWorkersRequest, ListWorkersResponse, PruneRequest,
+    SolveRequest, SolveResponse, StatusRequest, StatusResponse, UpdateBuildHistoryRequest,
+    UpdateBuildHistoryResponse, UsageRecord,
+};
+use proto::types::{BuildkitVersion, WorkerRecord};
+use solver::{Progress, Solver};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::errors::{solve_status, unimplemented};
+use crate::jobs::Jobs;
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The Control service over one worker.
+pub struct Controller {
+    pub(crate) ops: Arc<OpsContext>,
+    pub(crate) solver: Solver<Ref>,
+    pub(crate) jobs: Jobs,
+    pub(crate) worker_id: String,
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller").field("worker", &self.worker_id).finish()
+    }
+}
+
+pub(crate) fn version() -> BuildkitVersion {
+    BuildkitVersion {
+        package: "github.com/buildkit-rs/buildkit-rs".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        revision: String::new(),
+        dockerfile_version: String::new(),
+    }
+}
+
+/// Cancels the job when the Solve call goes away (the client disconnected).
+struct CancelOnDrop(CancellationToken);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+#[tonic::async_trait]
+impl Control for Controller {
+    async fn disk_usage(
+        &self,
+        _: Request<DiskUsageRequest>,
+    ) -> Result<Response<DiskUsageResponse>, Status> {
+        Err(unimplemented("disk usage (buildctl du)"))
+    }
+
+    type PruneStream = BoxStream<UsageRecord>;
+
+    async fn prune(&self, _: Request<PruneRequest>) -> Result<Response<Self::PruneStream>, Status> {
+        Err(unimplemented("pruning (buildctl prune)"))
+    }
+
+    async fn solve(&self, request: Request<SolveRequest>) -> Result<Response<SolveResponse>, Status> {
+        let req = request.into_inner();
+        if req.r#ref.is_empty() {
+            return Err(Status::invalid_argument("solve: a build ref is required"));
+        }
+        if !req.frontend.is_empty() {
+            return Err(unimplemented(&format!("frontend {:?}", req.frontend)));
+        }
+        if let Some(e) = req.exporters.first() {
+            return Err(unimplemented(&format!("exporter {:?}", e.r#type)));
+        }
+        if !req.exporter_deprecated.is_empty() {
+            return Err(unimplemented(&format!("exporter {:?}", req.exporter_deprecated)));
+        }
+        let def = req
+            .definition
+            .ok_or_else(|| Status::invalid_argument("solve: no definition and no frontend given"))?;
+        let loaded = LoadedDefinition::load(def)
+            .map_err(|e| Status::invalid_argument(format!("invalid definition: {e}")))?;
+        let graph = ops::build_graph(&loaded, &self.ops)
+            .map_err(|e| Status::invalid_argument(format!("invalid definition: {e}")))?;
+
+        let job = self.jobs.get(&req.r#ref);
+        let (progress, mut rx) = Progress::channel();
+        let forward_to = job.clone();
+        let forward = tokio::spawn(async move {
+            while let Some(m) = rx.recv().await {
+                forward_to.push(m);
+            }
+        });
+        let cancel = CancellationToken::new();
+        let _guard = CancelOnDrop(cancel.clone());
+        let result = self.solver.solve(graph, false, progress, cancel).await;
+        let _ = forward.await;
+        self.jobs.finish(&req.r#ref);
+        result.map_err(|e| solve_status(&e))?;
+        Ok(Response::new(SolveResponse::default()))
+    }
+
+    type StatusStream = BoxStream<StatusResponse>;
+
+    async fn status(
+        &self,
+        request: Request<StatusRequest>,
+    ) -> Result<Response<Self::StatusStream>, Status> {
+        let job = self.jobs.get(&request.into_inner().r#ref);
+        let stream = futures::stream::unfold((job, 0usize), |(job, at)| async move {
+            let batch = job.next(at).await?;
+            let n = batch.len();
+            Some((futures::stream::iter(batch.into_iter().map(Ok)), (job, at + n)))
+        })
+        .flatten();
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    type SessionStream = BoxStream<BytesMessage>;
+
+    async fn session(
+        &self,
+        _: Request<tonic::Streaming<BytesMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        Err(unimplemented("client sessions (local contexts, outputs, secrets)"))
+    }
+
+    async fn list_workers(
+        &self,
+        _: Request<ListWorkersRequest>,
+    ) -> Result<Response<ListWorkersResponse>, Status> {
+        let w = &self.ops.worker;
+        let host = llb::Platform::host();
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
+        let label = |k: &str| format!("org.mobyproject.buildkit.worker.{k}");
+        let labels = [
+            (label("executor"), "oci".to_string()),
+            (label("snapshotter"), w.snapshotter.name().to_string()),
+            (label("hostname"), hostname),
+            (label("network"), "host".to_string()),
+            (label("oci.process-mode"), "sandbox".to_string()),
+        ]
+        .into_iter()
+        .collect();
+        Ok(Response::new(ListWorkersResponse {
+            record: vec![WorkerRecord {
+                id: self.worker_id.clone(),
+                labels,
+                platforms: vec![proto::pb::Platform {
+                    architecture: host.architecture.clone(),
+                    os: host.os.clone(),
+                    variant: host.variant.clone(),
+                    ..proto::pb::Platform::default()
+                }],
+                gc_policy: Vec::new(),
+                buildkit_version: Some(version()),
+                cdi_devices: Vec::new(),
+            }],
+        }))
+    }
+
+    async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
+        Ok(Response::new(InfoResponse {
+            buildkit_version: Some(version()),
+        }))
+    }
+
+    type ListenBuildHistoryStream = BoxStream<BuildHistoryEvent>;
+
+    async fn listen_build_history(
+        &self,
+        _: Request<BuildHistoryRequest>,
+    ) -> Result<Response<Self::ListenBuildHistoryStream>, Status> {
+        Err(unimplemented("build history"))
+    }
+
+    async fn update_build_history(
+        &self,
+        _: Request<UpdateBuildHistoryRequest>,
+    ) -> Result<Response<UpdateBuildHistoryResponse>, Status> {
+        Err(unimplemented("build history"))
+    }
+}
