@@ -19,9 +19,9 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Debug(debug) => match &debug.command {
             DebugCommand::DumpLlb(args) => commands::debug::dump_llb::run(args),
-            DebugCommand::Workers(args) => {
-                runtime().and_then(|rt| rt.block_on(commands::debug::workers::workers(&cli.global, args.verbose)))
-            }
+            DebugCommand::Workers(args) => runtime().and_then(|rt| {
+                rt.block_on(commands::debug::workers::workers(&cli.global, args.verbose))
+            }),
             DebugCommand::Info => {
                 runtime().and_then(|rt| rt.block_on(commands::debug::workers::info(&cli.global)))
             }

@@ -103,7 +103,10 @@ impl Daemon {
     fn stop(mut self) {
         rustix_kill(self.child.id());
         let status = self.child.wait().unwrap();
-        assert!(status.success(), "buildkitd exited with {status} on SIGTERM");
+        assert!(
+            status.success(),
+            "buildkitd exited with {status} on SIGTERM"
+        );
         assert!(!self.socket.exists(), "the socket is removed on shutdown");
     }
 }
@@ -134,7 +137,10 @@ fn text(o: &Output) -> String {
 #[test]
 fn build_llb_with_the_real_binaries() {
     if !is_root() {
-        assert!(std::env::var_os("CI").is_none(), "daemon tests need root in CI");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "daemon tests need root in CI"
+        );
         eprintln!("SKIPPED: daemon tests need root");
         return;
     }
@@ -181,7 +187,10 @@ fn build_llb_with_the_real_binaries() {
 
     // a failing step: non-zero exit, the command, its exit code and its output
     let broken = base.run().shell("echo oops; exit 3").build().root();
-    let out = d.buildctl(&["build", "--progress", "plain"], Some(&definition(&broken)));
+    let out = d.buildctl(
+        &["build", "--progress", "plain"],
+        Some(&definition(&broken)),
+    );
     let t = text(&out);
     assert!(!out.status.success(), "{t}");
     assert!(t.contains("echo oops; exit 3"), "{t}");

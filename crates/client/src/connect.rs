@@ -48,7 +48,10 @@ impl Address {
 }
 
 /// Connects to the daemon at `addr`, failing after `timeout`.
-pub async fn connect(addr: &str, timeout: Duration) -> Result<ControlClient<Channel>, ConnectError> {
+pub async fn connect(
+    addr: &str,
+    timeout: Duration,
+) -> Result<ControlClient<Channel>, ConnectError> {
     let unreachable = |e: &dyn std::fmt::Display| ConnectError::Unreachable {
         addr: addr.to_string(),
         reason: e.to_string(),
@@ -58,7 +61,9 @@ pub async fn connect(addr: &str, timeout: Duration) -> Result<ControlClient<Chan
             let ep = Endpoint::from_shared(format!("http://{hostport}"))
                 .map_err(|e| unreachable(&e))?
                 .connect_timeout(timeout);
-            ep.connect().await.map_err(|e| unreachable(&source_chain(&e)))?
+            ep.connect()
+                .await
+                .map_err(|e| unreachable(&source_chain(&e)))?
         }
         Address::Unix(path) => {
             // The URI is a placeholder: the connector below decides where to go.
@@ -119,7 +124,10 @@ mod tests {
     async fn a_missing_daemon_is_one_clear_line() {
         let dir = tempfile_dir();
         let addr = format!("unix://{}/nope.sock", dir.display());
-        let err = connect(&addr, Duration::from_secs(2)).await.unwrap_err().to_string();
+        let err = connect(&addr, Duration::from_secs(2))
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(&addr), "{err}");
         assert!(!err.contains('\n'), "{err}");
         std::fs::remove_dir_all(dir).ok();

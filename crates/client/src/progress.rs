@@ -121,7 +121,10 @@ impl PlainPrinter {
             let name = if s.name.is_empty() { &s.id } else { &s.name };
             let done = if s.completed.is_some() { " done" } else { "" };
             if s.total > 0 {
-                out.push_str(&format!("#{index} {name} {} / {}{done}\n", s.current, s.total));
+                out.push_str(&format!(
+                    "#{index} {name} {} / {}{done}\n",
+                    s.current, s.total
+                ));
             } else {
                 out.push_str(&format!("#{index} {name} {}{done}\n", s.current));
             }
@@ -159,7 +162,14 @@ mod tests {
         })
     }
 
-    fn vertex(d: &str, name: &str, started: Option<f64>, done: Option<f64>, cached: bool, err: &str) -> StatusResponse {
+    fn vertex(
+        d: &str,
+        name: &str,
+        started: Option<f64>,
+        done: Option<f64>,
+        cached: bool,
+        err: &str,
+    ) -> StatusResponse {
         StatusResponse {
             vertexes: vec![Vertex {
                 digest: d.into(),
@@ -178,8 +188,22 @@ mod tests {
     fn prints_like_upstream_plain() {
         let mut p = PlainPrinter::new();
         let mut out = String::new();
-        out += &p.update(&vertex("a", "[1/2] FROM busybox", Some(10.0), Some(10.0), true, ""));
-        out += &p.update(&vertex("b", "[2/2] RUN echo hi", Some(10.0), None, false, ""));
+        out += &p.update(&vertex(
+            "a",
+            "[1/2] FROM busybox",
+            Some(10.0),
+            Some(10.0),
+            true,
+            "",
+        ));
+        out += &p.update(&vertex(
+            "b",
+            "[2/2] RUN echo hi",
+            Some(10.0),
+            None,
+            false,
+            "",
+        ));
         out += &p.update(&StatusResponse {
             logs: vec![VertexLog {
                 vertex: "b".into(),
@@ -189,8 +213,22 @@ mod tests {
             }],
             ..StatusResponse::default()
         });
-        out += &p.update(&vertex("b", "[2/2] RUN echo hi", Some(10.0), Some(10.3), false, ""));
-        out += &p.update(&vertex("c", "broken", Some(11.0), Some(11.5), false, "exit code: 1"));
+        out += &p.update(&vertex(
+            "b",
+            "[2/2] RUN echo hi",
+            Some(10.0),
+            Some(10.3),
+            false,
+            "",
+        ));
+        out += &p.update(&vertex(
+            "c",
+            "broken",
+            Some(11.0),
+            Some(11.5),
+            false,
+            "exit code: 1",
+        ));
         assert_eq!(
             out,
             "#1 [1/2] FROM busybox\n#1 CACHED\n\n#2 [2/2] RUN echo hi\n#2 0.250 hi\n#2 DONE 0.3s\n\n#3 broken\n#3 ERROR: exit code: 1\n"

@@ -9,8 +9,8 @@ use ops::{OpsContext, Ref};
 use proto::control::control_server::Control;
 use proto::control::{
     BuildHistoryEvent, BuildHistoryRequest, BytesMessage, DiskUsageRequest, DiskUsageResponse,
-    InfoRequest, InfoResponse, ListWorkersRequest, ListWorkersResponse, PruneRequest,
-    SolveRequest, SolveResponse, StatusRequest, StatusResponse, UpdateBuildHistoryRequest,
+    InfoRequest, InfoResponse, ListWorkersRequest, ListWorkersResponse, PruneRequest, SolveRequest,
+    SolveResponse, StatusRequest, StatusResponse, UpdateBuildHistoryRequest,
     UpdateBuildHistoryResponse, UsageRecord,
 };
 use proto::types::{BuildkitVersion, WorkerRecord};
@@ -33,7 +33,9 @@ pub struct Controller {
 
 impl std::fmt::Debug for Controller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Controller").field("worker", &self.worker_id).finish()
+        f.debug_struct("Controller")
+            .field("worker", &self.worker_id)
+            .finish()
     }
 }
 
@@ -70,7 +72,10 @@ impl Control for Controller {
         Err(unimplemented("pruning (buildctl prune)"))
     }
 
-    async fn solve(&self, request: Request<SolveRequest>) -> Result<Response<SolveResponse>, Status> {
+    async fn solve(
+        &self,
+        request: Request<SolveRequest>,
+    ) -> Result<Response<SolveResponse>, Status> {
         let req = request.into_inner();
         if req.r#ref.is_empty() {
             return Err(Status::invalid_argument("solve: a build ref is required"));
@@ -82,11 +87,14 @@ impl Control for Controller {
             return Err(unimplemented(&format!("exporter {:?}", e.r#type)));
         }
         if !req.exporter_deprecated.is_empty() {
-            return Err(unimplemented(&format!("exporter {:?}", req.exporter_deprecated)));
+            return Err(unimplemented(&format!(
+                "exporter {:?}",
+                req.exporter_deprecated
+            )));
         }
-        let def = req
-            .definition
-            .ok_or_else(|| Status::invalid_argument("solve: no definition and no frontend given"))?;
+        let def = req.definition.ok_or_else(|| {
+            Status::invalid_argument("solve: no definition and no frontend given")
+        })?;
         let loaded = LoadedDefinition::load(def)
             .map_err(|e| Status::invalid_argument(format!("invalid definition: {e}")))?;
         let graph = ops::build_graph(&loaded, &self.ops)
@@ -119,7 +127,10 @@ impl Control for Controller {
         let stream = futures::stream::unfold((job, 0usize), |(job, at)| async move {
             let batch = job.next(at).await?;
             let n = batch.len();
-            Some((futures::stream::iter(batch.into_iter().map(Ok)), (job, at + n)))
+            Some((
+                futures::stream::iter(batch.into_iter().map(Ok)),
+                (job, at + n),
+            ))
         })
         .flatten();
         Ok(Response::new(Box::pin(stream)))
@@ -131,7 +142,9 @@ impl Control for Controller {
         &self,
         _: Request<tonic::Streaming<BytesMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
-        Err(unimplemented("client sessions (local contexts, outputs, secrets)"))
+        Err(unimplemented(
+            "client sessions (local contexts, outputs, secrets)",
+        ))
     }
 
     async fn list_workers(

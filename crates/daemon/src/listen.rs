@@ -70,7 +70,10 @@ pub async fn serve(
             tracing::info!(addr, "listening");
             servers.spawn(async move {
                 router
-                    .serve_with_incoming_shutdown(UnixListenerStream::new(l), stop.cancelled_owned())
+                    .serve_with_incoming_shutdown(
+                        UnixListenerStream::new(l),
+                        stop.cancelled_owned(),
+                    )
                     .await
                     .map_err(|e| ListenError::Serve {
                         addr: shown,

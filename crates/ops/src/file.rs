@@ -134,12 +134,28 @@ impl Op<Ref> for FileOp {
 
     fn exec<'a>(
         &'a self,
-        _: &'a OpContext,
+        op: &'a OpContext,
         inputs: Vec<Ref>,
     ) -> BoxFuture<'a, Result<Vec<Ref>, OpError>> {
         let ctx = self.ctx.clone();
         let file = self.file.clone();
-        Box::pin(async move { blocking(move || run_actions(&ctx, &file, &inputs)).await })
+        Box::pin(async move {
+            let started = std::time::SystemTime::now();
+            let (out, copied) = blocking(move || run_actions(&ctx, &file, &inputs)).await?;
+            if copied.files > 0 {
+                // files copied, as a counter the progress UI shows
+                op.progress.status(
+                    &op.vertex,
+                    "copy",
+                    &format!("copying {} files, {} bytes", copied.files, copied.bytes),
+                    copied.files as i64,
+                    copied.files as i64,
+                    started,
+                    Some(std::time::SystemTime::now()),
+                );
+            }
+            Ok(out)
+        })
     }
 }
 
@@ -181,9 +197,21 @@ fn owner(
     }
 }
 
-fn run_actions(ctx: &OpsContext, file: &pb::FileOp, inputs: &[Ref]) -> Result<Vec<Ref>, OpError> {
+/// Totals of what the copies of a file op moved.
+#[derive(Default)]
+struct Copied {
+    files: u64,
+    bytes: u64,
+}
+
+fn run_actions(
+    ctx: &OpsContext,
+    file: &pb::FileOp,
+    inputs: &[Ref],
+) -> Result<(Vec<Ref>, Copied), OpError> {
     let mut results: Vec<Ref> = Vec::with_capacity(file.actions.len());
     let mut output = None;
+    let mut copied = Copied::default();
     for (n, a) in file.actions.iter().enumerate() {
         let base = resolve(inputs, &results, a.input)?;
         let active = Active::prepare(ctx, &base)?;
@@ -211,7 +239,9 @@ fn run_actions(ctx: &OpsContext, file: &pb::FileOp, inputs: &[Ref]) -> Result<Ve
                     let o = owner(ctx, &x.owner, inputs, &results)?;
                     let src = resolve(inputs, &results, a.secondary_input)?;
                     let v = view(ctx, &src)?;
-                    fileop::copy(v.path(), root, x, o).map_err(|e| fail("copy", e))?;
+                    let stats = fileop::copy(v.path(), root, x, o).map_err(|e| fail("copy", e))?;
+                    copied.files += stats.files;
+                    copied.bytes += stats.bytes;
                 }
                 None => return Err(OpError::new(format!("file action {n} has no action"))),
             }
@@ -222,7 +252,6 @@ fn run_actions(ctx: &OpsContext, file: &pb::FileOp, inputs: &[Ref]) -> Result<Ve
         }
         results.push(r);
     }
-    Ok(vec![output.ok_or_else(|| {
-        OpError::new("file op has no output action")
-    })?])
+    let output = output.ok_or_else(|| OpError::new("file op has no output action"))?;
+    Ok((vec![output], copied))
 }

@@ -111,8 +111,16 @@ async fn local_changes_rerun_only_what_depends_on_them() {
         );
         run(&copied, "use a", "cat /a > /out")
     };
-    let (r, _) = env.solve(&build(&env)).await;
+    let (r, events) = env.solve(&build(&env)).await;
     assert_eq!(env.read(&r.unwrap(), "out").unwrap(), b"one");
+    // the copy reports what it copied
+    assert!(
+        events
+            .iter()
+            .flat_map(|e| &e.statuses)
+            .any(|s| s.name.starts_with("copying 1 files") && s.current == 1),
+        "{events:?}"
+    );
 
     // A file the COPY does not select: nothing re-runs but the context sync.
     env.write_context("b", "changed");

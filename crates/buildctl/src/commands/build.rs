@@ -46,7 +46,9 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs) -> anyhow::Result<()> {
         bail!("--output {o}: outputs need client sessions, which buildkit-rs does not support yet");
     }
     if let Some(l) = args.locals.first() {
-        bail!("--local {l}: local directories need client sessions, which buildkit-rs does not support yet");
+        bail!(
+            "--local {l}: local directories need client sessions, which buildkit-rs does not support yet"
+        );
     }
     if let Some(s) = args.secrets.first() {
         bail!("--secret {s}: secrets need client sessions, which buildkit-rs does not support yet");

@@ -9,9 +9,12 @@ use crate::cli::GlobalArgs;
 /// Prints the daemon's workers, as upstream's table (ID, PLATFORMS).
 pub async fn workers(global: &GlobalArgs, verbose: bool) -> anyhow::Result<()> {
     let mut c = client::connect(&global.addr, Duration::from_secs(global.timeout)).await?;
-    let resp = c.list_workers(ListWorkersRequest::default()).await?.into_inner();
+    let resp = c
+        .list_workers(ListWorkersRequest::default())
+        .await?
+        .into_inner();
     if !verbose {
-        println!("{:<27} {}", "ID", "PLATFORMS");
+        println!("{:<27} PLATFORMS", "ID");
     }
     for w in resp.record {
         let platforms: Vec<String> = w
