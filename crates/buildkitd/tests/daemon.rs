@@ -202,6 +202,69 @@ fn build_llb_with_the_real_binaries() {
     assert!(!out.status.success());
     assert!(text(&out).contains("standard input"), "{}", text(&out));
 
+    // a local directory goes in over the session, results come back out
+    let work = tempfile::tempdir().unwrap();
+    let context = work.path().join("context");
+    std::fs::create_dir(&context).unwrap();
+    std::fs::write(context.join("a.txt"), "from the client\n").unwrap();
+    std::fs::write(context.join("b.txt"), "not copied\n").unwrap();
+    let copy = llb::CopyOptions {
+        create_dest_path: true,
+        ..llb::CopyOptions::default()
+    };
+    let local = llb::Local::new("context").follow_paths(["a.txt"]).state();
+    let out_state = base
+        .run()
+        .shell("mkdir -p /out && cat /ctx/a.txt | tr a-z A-Z > /out/upper.txt")
+        .mount(llb::Mount::bind("/ctx", &local).readonly())
+        .build()
+        .root();
+    let result = llb::scratch().file(
+        &llb::FileAction::copy(&local, "a.txt", "/a.txt", copy.clone()).and_copy(
+            &out_state,
+            "/out/upper.txt",
+            "/upper.txt",
+            copy,
+        ),
+        llb::OpOptions::new(),
+    );
+    let dest = work.path().join("out");
+    let tar = work.path().join("out.tar");
+    let out = d.buildctl(
+        &[
+            "build",
+            "--local",
+            &format!("context={}", context.display()),
+            "--output",
+            &format!("type=local,dest={}", dest.display()),
+            "--output",
+            &format!("type=tar,dest={}", tar.display()),
+        ],
+        Some(&definition(&result)),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(dest.join("a.txt")).unwrap(),
+        "from the client\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dest.join("upper.txt")).unwrap(),
+        "FROM THE CLIENT\n"
+    );
+    assert!(!dest.join("b.txt").exists());
+    let listing = Command::new("tar").arg("-tf").arg(&tar).output().unwrap();
+    let names = String::from_utf8_lossy(&listing.stdout);
+    assert!(
+        names.lines().any(|l| l.trim_start_matches("./") == "a.txt"),
+        "{names}"
+    );
+    assert!(
+        names
+            .lines()
+            .any(|l| l.trim_start_matches("./") == "upper.txt"),
+        "{names}"
+    );
+
     let addr = d.addr.clone();
     d.stop();
     // and with the daemon gone, one line naming the address

@@ -29,6 +29,7 @@ pub struct Controller {
     pub(crate) solver: Solver<Ref>,
     pub(crate) jobs: Jobs,
     pub(crate) worker_id: String,
+    pub(crate) sessions: session::SessionManager,
 }
 
 impl std::fmt::Debug for Controller {
@@ -83,20 +84,41 @@ impl Control for Controller {
         if !req.frontend.is_empty() {
             return Err(unimplemented(&format!("frontend {:?}", req.frontend)));
         }
-        if let Some(e) = req.exporters.first() {
-            return Err(unimplemented(&format!("exporter {:?}", e.r#type)));
-        }
         if !req.exporter_deprecated.is_empty() {
             return Err(unimplemented(&format!(
                 "exporter {:?}",
                 req.exporter_deprecated
             )));
         }
+        if let Some(e) = req
+            .exporters
+            .iter()
+            .find(|e| e.r#type != "local" && e.r#type != "tar")
+        {
+            return Err(unimplemented(&format!("exporter {:?}", e.r#type)));
+        }
+        if !req.exporters.is_empty() && req.session.is_empty() {
+            return Err(Status::invalid_argument(
+                "solve: exporters send results over a client session, and none was given",
+            ));
+        }
         let def = req.definition.ok_or_else(|| {
             Status::invalid_argument("solve: no definition and no frontend given")
         })?;
-        let loaded = LoadedDefinition::load(def)
+        let mut loaded = LoadedDefinition::load(def)
             .map_err(|e| Status::invalid_argument(format!("invalid definition: {e}")))?;
+        // Local sources without a session of their own come from this build's session.
+        if !req.session.is_empty() {
+            for op in loaded.ops.values_mut() {
+                if let Some(proto::pb::op::Op::Source(s)) = &mut op.op.op
+                    && s.identifier.starts_with("local://")
+                {
+                    s.attrs
+                        .entry("local.session".into())
+                        .or_insert_with(|| req.session.clone());
+                }
+            }
+        }
         let graph = ops::build_graph(&loaded, &self.ops)
             .map_err(|e| Status::invalid_argument(format!("invalid definition: {e}")))?;
 
@@ -112,8 +134,20 @@ impl Control for Controller {
         let _guard = CancelOnDrop(cancel.clone());
         let result = self.solver.solve(graph, false, progress, cancel).await;
         let _ = forward.await;
+        let exported = match result {
+            Ok(r) if !req.exporters.is_empty() => {
+                match self.sessions.get(&req.session, crate::SESSION_WAIT).await {
+                    Ok(caller) => {
+                        crate::export::export(&self.ops, &caller, &req.exporters, &r).await
+                    }
+                    Err(e) => Err(e.to_status()),
+                }
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(solve_status(&e)),
+        };
         self.jobs.finish(&req.r#ref);
-        result.map_err(|e| solve_status(&e))?;
+        exported?;
         Ok(Response::new(SolveResponse::default()))
     }
 
@@ -140,11 +174,9 @@ impl Control for Controller {
 
     async fn session(
         &self,
-        _: Request<tonic::Streaming<BytesMessage>>,
+        request: Request<tonic::Streaming<BytesMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
-        Err(unimplemented(
-            "client sessions (local contexts, outputs, secrets)",
-        ))
+        self.sessions.handle_session(request)
     }
 
     async fn list_workers(

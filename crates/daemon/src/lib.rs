@@ -1,14 +1,15 @@
 //! The BuildKit daemon: configuration (`buildkitd.toml`), the `Control` gRPC service over
 //! one OCI worker, and the listeners it serves on (unix sockets, TCP).
 //!
-//! What works today: `Solve` of LLB definitions (no frontend, no exporters, no session
-//! yet), `Status`, `Info`, `ListWorkers`; the other RPCs answer `Unimplemented` with a
-//! message saying so. Errors become gRPC statuses in one place (`errors`).
+//! What works today: `Session` (the client's tunnel: local directories, outputs),
+//! `Solve` of LLB definitions with `local` and `tar` exporters, `Status`, `Info`,
+//! `ListWorkers`; the other RPCs answer `Unimplemented` with a message saying so. Errors become gRPC statuses in one place (`errors`).
 #![forbid(unsafe_code)]
 
 pub mod config;
 mod control;
 mod errors;
+mod export;
 mod jobs;
 mod listen;
 
@@ -39,19 +40,56 @@ pub enum Error {
     Listen(#[from] ListenError),
 }
 
-/// Local sources come from client sessions, which are not built yet.
-struct NoSession;
+/// How long a build waits for the client's session to connect.
+pub(crate) const SESSION_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-impl LocalProvider for NoSession {
+/// Local sources come from the client's session named in `local.session`.
+struct SessionLocal {
+    sessions: session::SessionManager,
+    runtime: tokio::runtime::Handle,
+}
+
+fn patterns(
+    attrs: &std::collections::BTreeMap<String, String>,
+    key: &str,
+) -> Result<Vec<String>, String> {
+    match attrs.get(key) {
+        None => Ok(Vec::new()),
+        Some(v) => serde_json::from_str(v).map_err(|e| format!("attribute {key}: {e}")),
+    }
+}
+
+impl LocalProvider for SessionLocal {
     fn sync(
         &self,
         name: &str,
-        _: &std::collections::BTreeMap<String, String>,
-        _: &std::path::Path,
+        attrs: &std::collections::BTreeMap<String, String>,
+        dest: &std::path::Path,
     ) -> Result<(), String> {
-        Err(format!(
-            "local source {name:?} needs a client session, which buildkit-rs does not support yet"
-        ))
+        let id = attrs
+            .get("local.session")
+            .ok_or_else(|| format!("local source {name:?}: no client session for it"))?;
+        let opts = session::filesync::SyncOptions {
+            name: name.to_string(),
+            filter: session::fsutil::FilterOptions {
+                include_patterns: patterns(attrs, "local.includepattern")?,
+                exclude_patterns: patterns(attrs, "local.excludepatterns")?,
+                follow_paths: patterns(attrs, "local.followpaths")?,
+            },
+            ..Default::default()
+        };
+        // Called on a blocking thread: waiting for the async transfer here is fine.
+        self.runtime.block_on(async {
+            let caller = self
+                .sessions
+                .get(id, SESSION_WAIT)
+                .await
+                .map_err(|e| format!("local source {name:?}: {e}"))?;
+            session::filesync::sync(&caller, dest, &opts)
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("local source {name:?}: {e}"))
+        })
     }
 }
 
@@ -74,7 +112,14 @@ pub async fn open(root: PathBuf, config: &Config) -> Result<Controller, Error> {
         source,
     })?;
     let worker_id = worker_id(&w);
-    let ops = OpsContext::new(Arc::new(w), Arc::new(NoSession));
+    let sessions = session::SessionManager::new();
+    let ops = OpsContext::new(
+        Arc::new(w),
+        Arc::new(SessionLocal {
+            sessions: sessions.clone(),
+            runtime: tokio::runtime::Handle::current(),
+        }),
+    );
     let mut opts = SolverOptions::default();
     if let Some(n) = oci.max_parallelism {
         opts.parallelism = n;
@@ -89,6 +134,7 @@ pub async fn open(root: PathBuf, config: &Config) -> Result<Controller, Error> {
         solver,
         jobs: jobs::Jobs::default(),
         worker_id,
+        sessions,
     })
 }
 

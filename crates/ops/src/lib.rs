@@ -27,6 +27,7 @@ use std::sync::Arc;
 pub use cachemount::CacheMounts;
 pub use graph::{build_graph, vertex_name};
 pub use local::{DirProvider, LocalProvider};
+pub use mounted::Mounted;
 
 use worker::Worker;
 
@@ -115,6 +116,12 @@ impl solver::ResultStore<Ref> for RefStore {
             .filter(|i| i.kind == snapshot::Kind::Committed)
             .map(|_| Ref::snapshot(id))
     }
+}
+
+/// Mounts a read-only view of `r` (an empty directory for scratch), unmounted when the
+/// returned guard is dropped. Blocking: exporters use it to read results.
+pub fn mount_view(ctx: &OpsContext, r: &Ref) -> Result<Mounted, solver::OpError> {
+    mounted::view(ctx, r)
 }
 
 /// Turns a displayable error into the solver's op error.

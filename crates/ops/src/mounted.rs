@@ -12,7 +12,7 @@ use crate::{OpsContext, Ref, op_err};
 
 /// A directory holding a mounted snapshot (or an empty directory for scratch), unmounted
 /// and cleaned up when dropped.
-pub(crate) struct Mounted {
+pub struct Mounted {
     dir: tempfile::TempDir,
     guard: Option<MountGuard>,
     /// A view snapshot created for this mount, removed on drop.
@@ -21,7 +21,8 @@ pub(crate) struct Mounted {
 }
 
 impl Mounted {
-    pub(crate) fn path(&self) -> &Path {
+    /// Where it is mounted.
+    pub fn path(&self) -> &Path {
         self.dir.path()
     }
 }

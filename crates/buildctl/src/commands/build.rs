@@ -1,8 +1,9 @@
 //! `buildctl build`: solve a build on the daemon and print its progress.
 //!
-//! Today: an LLB definition on standard input (no `--frontend`), progress `plain`/`quiet`.
-//! Frontends go to the daemon, which says whether it has them; outputs, `--local` and
-//! `--secret` need client sessions, which are not built yet.
+//! An LLB definition on standard input (no `--frontend`), progress `plain`/`quiet`. A
+//! session carries `--local` directories to the daemon, results back for `--output
+//! type=local|tar`, and `--secret` values. Frontends go to the daemon, which says whether
+//! it has them.
 
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -42,16 +43,27 @@ pub struct BuildArgs {
 
 /// Runs the build; returns an error with the failing step's message on failure.
 pub async fn run(global: &GlobalArgs, args: &BuildArgs) -> anyhow::Result<()> {
-    if let Some(o) = args.outputs.first() {
-        bail!("--output {o}: outputs need client sessions, which buildkit-rs does not support yet");
+    let (exporters, target) = outputs(&args.outputs)?;
+    let mut session = session::Session::new("buildctl");
+    if !args.locals.is_empty() {
+        let mut dirs = Vec::new();
+        for l in &args.locals {
+            let (name, dir) = l
+                .split_once('=')
+                .with_context(|| format!("--local {l}: expected NAME=DIR"))?;
+            let dir = std::path::Path::new(dir);
+            if !dir.is_dir() {
+                bail!("--local {l}: {} is not a directory", dir.display());
+            }
+            dirs.push((name.to_string(), dir.to_path_buf()));
+        }
+        session.allow(session::FileSyncProvider::new(dirs));
     }
-    if let Some(l) = args.locals.first() {
-        bail!(
-            "--local {l}: local directories need client sessions, which buildkit-rs does not support yet"
-        );
+    if let Some(target) = target {
+        session.allow(target);
     }
-    if let Some(s) = args.secrets.first() {
-        bail!("--secret {s}: secrets need client sessions, which buildkit-rs does not support yet");
+    if !args.secrets.is_empty() {
+        session.allow(session::SecretsProvider::new(secrets(&args.secrets)?));
     }
     let quiet = match args.progress.as_str() {
         "quiet" => true,
@@ -89,6 +101,9 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs) -> anyhow::Result<()> {
     }
 
     let mut control = client::connect(&global.addr, Duration::from_secs(global.timeout)).await?;
+    let session_id = session.id().to_string();
+    let closer = session.closer();
+    let session_task = tokio::spawn(session.run(control.clone()));
     let build_ref = llb::random_id();
     let mut status_client = control.clone();
     let status_ref = build_ref.clone();
@@ -113,13 +128,94 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs) -> anyhow::Result<()> {
             definition,
             frontend: args.frontend.clone().unwrap_or_default(),
             frontend_attrs,
+            session: session_id,
+            exporters,
             ..SolveRequest::default()
         })
         .await;
+    closer.cancel();
+    if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(5), session_task).await {
+        eprintln!("session: {e}");
+    }
     // The status stream ends when the job does.
     let _ = tokio::time::timeout(Duration::from_secs(5), printer).await;
     match solved {
         Ok(_) => Ok(()),
         Err(status) => bail!("{}", status.message()),
     }
+}
+
+/// Parses `--output` flags into exporters for the daemon and where their results go here.
+fn outputs(
+    specs: &[String],
+) -> anyhow::Result<(
+    Vec<proto::control::Exporter>,
+    Option<session::FileSendTarget>,
+)> {
+    let mut exporters = Vec::new();
+    let mut target = None::<session::FileSendTarget>;
+    for (i, spec) in specs.iter().enumerate() {
+        let mut attrs = std::collections::BTreeMap::new();
+        for kv in spec.split(',') {
+            let (k, v) = kv
+                .split_once('=')
+                .with_context(|| format!("--output {spec}: expected KEY=VALUE, got {kv:?}"))?;
+            attrs.insert(k.to_string(), v.to_string());
+        }
+        let ty = attrs
+            .remove("type")
+            .with_context(|| format!("--output {spec}: type= is required"))?;
+        let dest = attrs.remove("dest");
+        let t = target.take().unwrap_or_default();
+        let id = i as u64;
+        target = Some(match (ty.as_str(), dest.as_deref()) {
+            ("local", Some(d)) => t.dir(id, d),
+            ("local", None) => bail!("--output {spec}: type=local needs dest=DIR"),
+            ("tar", None | Some("-")) => t.stdout(id),
+            ("tar", Some(f)) => t.file(id, f),
+            (other, _) => bail!("--output {spec}: output type {other:?} is not supported yet"),
+        });
+        exporters.push(proto::control::Exporter { r#type: ty, attrs });
+    }
+    Ok((exporters, target))
+}
+
+/// Reads `--secret id=ID,src=PATH|env=VAR` values.
+fn secrets(specs: &[String]) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    for spec in specs {
+        let mut id = None;
+        let mut value = None;
+        for kv in spec.split(',') {
+            match kv.split_once('=') {
+                Some(("id", v)) => id = Some(v.to_string()),
+                Some(("src" | "source", p)) => {
+                    value = Some(
+                        std::fs::read(p)
+                            .with_context(|| format!("--secret {spec}: reading {p}"))?,
+                    )
+                }
+                Some(("env", var)) => {
+                    value = Some(
+                        std::env::var(var)
+                            .with_context(|| {
+                                format!("--secret {spec}: environment variable {var} is not set")
+                            })?
+                            .into_bytes(),
+                    )
+                }
+                Some(("type", _)) => {}
+                _ => bail!("--secret {spec}: expected id=ID,src=PATH or id=ID,env=VAR"),
+            }
+        }
+        let id = id.with_context(|| format!("--secret {spec}: id= is required"))?;
+        let value = match value {
+            Some(v) => v,
+            None => std::env::var(&id)
+                .with_context(|| format!("--secret {spec}: no src= or env= and no variable {id}"))?
+                .into_bytes(),
+        };
+        out.push((id, value));
+    }
+    Ok(out)
 }
