@@ -31,6 +31,7 @@ mod pattern;
 
 pub use dockerignore::parse_dockerignore;
 pub use glob::{contains_wildcards, filepath_match};
+pub use path::go_clean;
 pub use pattern::{MatchInfo, Pattern, PatternMatcher};
 
 /// A pattern that cannot be compiled.

@@ -4,7 +4,7 @@
 /// Go's `filepath.Clean`: the shortest equivalent path, by purely lexical processing.
 /// Repeated `/` become one, `.` components go, `..` removes the component before it
 /// (and is dropped at the root of an absolute path), no trailing `/`; `""` becomes `.`.
-pub(crate) fn go_clean(path: &str) -> String {
+pub fn go_clean(path: &str) -> String {
     let rooted = path.starts_with('/');
     let mut parts: Vec<&str> = Vec::new();
     for comp in path.split('/') {

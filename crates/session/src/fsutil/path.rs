@@ -66,29 +66,9 @@ pub(crate) fn join(parent: &str, name: &str) -> String {
     }
 }
 
-/// Go's `path.Clean`.
+/// Go's `path.Clean` (shared with the pattern matcher, which is defined with it).
 pub(crate) fn clean(path: &str) -> String {
-    let rooted = path.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for comp in path.split('/') {
-        match comp {
-            "" | "." => {}
-            ".." => match parts.last() {
-                Some(&last) if last != ".." => {
-                    parts.pop();
-                }
-                _ if rooted => {}
-                _ => parts.push(".."),
-            },
-            c => parts.push(c),
-        }
-    }
-    let joined = parts.join("/");
-    match (rooted, joined.is_empty()) {
-        (true, _) => format!("/{joined}"),
-        (false, true) => ".".to_string(),
-        (false, false) => joined,
-    }
+    patternmatcher::go_clean(path)
 }
 
 /// A path cleaned as if it were rooted at the transfer root: `..` cannot climb out, a
