@@ -42,6 +42,15 @@ fn copy_all() -> pb::FileActionCopy {
     }
 }
 
+/// The cache map of an op whose inputs all count by their own keys.
+fn by_definition(digest: Digest, inputs: usize) -> CacheMap {
+    CacheMap {
+        digest,
+        deps: vec![Dep::default(); inputs],
+        always_run: false,
+    }
+}
+
 fn pick(inputs: &[Ref], i: i64) -> Result<Ref, OpError> {
     match usize::try_from(i) {
         Err(_) => Ok(Ref::scratch()),
@@ -54,13 +63,10 @@ fn pick(inputs: &[Ref], i: i64) -> Result<Ref, OpError> {
 
 impl Op<Ref> for MergeOp {
     fn cache_map<'a>(&'a self, _: &'a OpContext) -> BoxFuture<'a, Result<CacheMap, OpError>> {
-        Box::pin(async move {
-            Ok(CacheMap {
-                digest: self.op_digest,
-                deps: vec![Dep::default(); self.inputs],
-                always_run: false,
-            })
-        })
+        Box::pin(std::future::ready(Ok(by_definition(
+            self.op_digest,
+            self.inputs,
+        ))))
     }
 
     fn exec<'a>(
@@ -106,13 +112,10 @@ impl Op<Ref> for MergeOp {
 
 impl Op<Ref> for DiffOp {
     fn cache_map<'a>(&'a self, _: &'a OpContext) -> BoxFuture<'a, Result<CacheMap, OpError>> {
-        Box::pin(async move {
-            Ok(CacheMap {
-                digest: self.op_digest,
-                deps: vec![Dep::default(); self.inputs],
-                always_run: false,
-            })
-        })
+        Box::pin(std::future::ready(Ok(by_definition(
+            self.op_digest,
+            self.inputs,
+        ))))
     }
 
     fn exec<'a>(
