@@ -28,6 +28,10 @@
 //! # Ok::<(), dockerfile::Error>(())
 //! ```
 
+pub mod convert;
+pub mod dockerignore;
+pub mod image;
+pub mod instructions;
 pub mod parser;
 pub mod shell;
 mod text;

@@ -238,6 +238,63 @@ impl Registry {
         Ok(digest)
     }
 
+    /// Resolves `reference` for `platform` to its platform manifest digest and image
+    /// config blob, without fetching layers (what a frontend needs to plan a build).
+    pub async fn resolve_config(
+        &self,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<(Digest, Vec<u8>)> {
+        let (full, host, r) = Self::parse(reference)?;
+        let (mut bytes, mut digest, mut media_type, mut doc) =
+            self.fetch_manifest(&full, &host, &r).await?;
+        if is_index_doc(media_type.as_deref(), &doc) {
+            let (child, _, _) = select_manifest(&full, &bytes, platform)?;
+            let by_digest = r.clone_with_digest(child.to_string());
+            (bytes, digest, media_type, doc) =
+                self.fetch_manifest(&full, &host, &by_digest).await?;
+            if digest != child {
+                return Err(Error::DigestMismatch {
+                    reference: full,
+                    what: "platform manifest",
+                    expected: child.to_string(),
+                    actual: digest.to_string(),
+                });
+            }
+        }
+        drop((media_type, doc));
+        let manifest: oci::spec::ImageManifest =
+            serde_json::from_slice(&bytes).map_err(|e| Error::BadDocument {
+                reference: full.clone(),
+                what: "manifest",
+                reason: e.to_string(),
+            })?;
+        let config_desc = manifest.config();
+        let config_digest =
+            parse_digest(&full, "config descriptor", config_desc.digest().as_ref())?;
+        let client = self.client(&host);
+        let auth = self.auth(&host);
+        client
+            .auth(&r, &auth, oci_client::RegistryOperation::Pull)
+            .await
+            .map_err(|e| Self::registry_error(&full, e))?;
+        let mut buf = Vec::new();
+        client
+            .pull_blob(&r, &descriptor(config_desc), &mut buf)
+            .await
+            .map_err(|e| Self::registry_error(&full, e))?;
+        let actual = Digest::of(&buf);
+        if actual != config_digest {
+            return Err(Error::DigestMismatch {
+                reference: full,
+                what: "image config",
+                expected: config_digest.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        Ok((digest, buf))
+    }
+
     /// Pulls `reference` for `platform`: index (if any), manifest, config and every layer
     /// end up in `store`, each verified against its digest, held by `lease` when given.
     /// Blobs already in the store are not fetched again.

@@ -94,6 +94,26 @@ impl Progress {
         });
     }
 
+    /// A vertex that is not an op of the graph, such as a frontend's own step (`[internal]
+    /// load metadata for ...`): sent as started, then again when `completed` is given.
+    pub fn step(
+        &self,
+        digest: &str,
+        name: &str,
+        started: SystemTime,
+        completed: Option<SystemTime>,
+        error: Option<String>,
+    ) {
+        self.vertex(Vertex {
+            digest: digest.to_string(),
+            name: name.to_string(),
+            started: Some(timestamp(started)),
+            completed: completed.map(timestamp),
+            error: error.unwrap_or_default(),
+            ..Vertex::default()
+        });
+    }
+
     /// A chunk of output of vertex `vertex` on `stream` (1 stdout, 2 stderr).
     pub fn log(&self, vertex: &str, stream: i64, data: &[u8]) {
         self.send(StatusResponse {

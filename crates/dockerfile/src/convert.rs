@@ -1,0 +1,1482 @@
+//! Dockerfile to LLB: stages, build arguments, base images and instructions become an LLB
+//! graph and the image config of the target stage, the way upstream's `dockerfile2llb`
+//! builds them (same ops, names and history, so the same Dockerfile gives the same
+//! digests).
+//!
+//! Conversion is pure and happens in two steps, because base images must be resolved (a
+//! registry round trip) between them:
+//!
+//! ```text
+//! let conv = Converter::new(&dockerfile, options)?;
+//! for req in conv.images() { /* resolve req.reference for req.platform */ }
+//! let out = conv.convert(&resolved)?;   // out.state: the target's LLB, out.image: its config
+//! ```
+//!
+//! Supported: FROM (`--platform`, `AS`, `scratch`, earlier stages), RUN (shell and exec
+//! form, heredocs), COPY/ADD from the context, a stage or an image (`--from`, `--chown`,
+//! `--chmod`, `--link`, `--parents`, `--exclude`, heredoc sources), WORKDIR, ENV, ARG
+//! (global and per stage), USER, CMD, ENTRYPOINT, LABEL, EXPOSE, VOLUME, STOPSIGNAL,
+//! SHELL, MAINTAINER, HEALTHCHECK, ONBUILD (recorded in the config). Not yet: RUN
+//! `--mount`, `--network`, `--security`; ADD from URLs and git; running a base image's
+//! ONBUILD triggers.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use llb::{
+    Chmod, CopyOptions, FileAction, MkdirOptions, MkfileOptions, Mount, OpOptions, Owner, Platform,
+    State,
+};
+
+use crate::image::{HealthConfig, ImageConfig};
+use crate::instructions::{self, ArgDef, Command, CommandLine, Copy, Located, Run, Stage};
+use crate::parser::Dockerfile;
+use crate::shell::{EnvList, Lexer};
+
+/// The description key upstream puts the instruction's source text under.
+pub const COMMAND_DESCRIPTION: &str = "com.docker.dockerfile.v1.command";
+
+/// A Dockerfile could not be turned into LLB. Displays as `Dockerfile:LINE: message`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub struct ConvertError {
+    /// The Dockerfile's name.
+    pub file: String,
+    /// The line the error refers to, if it is about one instruction.
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConvertError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "{}:{l}: {}", self.file, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+/// What the conversion needs besides the Dockerfile.
+#[derive(Debug, Clone)]
+pub struct ConvertOptions {
+    /// The Dockerfile's name, for errors.
+    pub file_name: String,
+    /// The stage to build; the last one when `None`.
+    pub target: Option<String>,
+    /// `--build-arg` values.
+    pub build_args: BTreeMap<String, String>,
+    pub target_platform: Platform,
+    pub build_platform: Platform,
+    /// The local source name of the build context.
+    pub context_name: String,
+    /// `.dockerignore` patterns, excluded from the context by the client.
+    pub context_excludes: Vec<String>,
+    /// Run every step again (`--no-cache`).
+    pub ignore_cache: bool,
+}
+
+impl Default for ConvertOptions {
+    fn default() -> ConvertOptions {
+        ConvertOptions {
+            file_name: crate::DEFAULT_FILE_NAME.into(),
+            target: None,
+            build_args: BTreeMap::new(),
+            target_platform: Platform::host(),
+            build_platform: Platform::host(),
+            context_name: "context".into(),
+            context_excludes: Vec::new(),
+            ignore_cache: false,
+        }
+    }
+}
+
+/// A base image the conversion needs the config of.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ImageRequest {
+    /// Normalized, with a tag unless it has a digest (`docker.io/library/busybox:latest`).
+    pub reference: String,
+    pub platform: Platform,
+}
+
+/// A resolved base image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedImage {
+    /// The platform manifest's digest (`sha256:...`).
+    pub digest: String,
+    /// The image config blob.
+    pub config: Vec<u8>,
+}
+
+/// The result: the target stage's filesystem as LLB and its image config.
+#[derive(Debug, Clone)]
+pub struct Converted {
+    pub state: State,
+    pub image: ImageConfig,
+    /// The platform the target was built for.
+    pub platform: Platform,
+}
+
+/// What a stage starts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Base {
+    Scratch,
+    /// An earlier stage, by index.
+    Stage(usize),
+    /// An image, by normalized reference.
+    Image(String),
+}
+
+/// A stage as planned: its base resolved to a kind, names and step count fixed.
+#[derive(Debug, Clone)]
+struct Planned {
+    stage: Stage,
+    /// The name shown in step prefixes (`build`, `stage-1`; empty with a single stage).
+    display: String,
+    base: Base,
+    platform: Platform,
+    /// Steps counted for the `[N/TOTAL]` prefix.
+    total: usize,
+    /// Stages this one reads (base and `COPY --from`).
+    deps: Vec<usize>,
+    /// `COPY --from` of an image: instruction line → reference.
+    from_images: HashMap<usize, String>,
+}
+
+/// Dockerfile to LLB; see the module documentation.
+#[derive(Debug, Clone)]
+pub struct Converter {
+    opts: ConvertOptions,
+    lexer: Lexer,
+    global_args: EnvList,
+    stages: Vec<Planned>,
+    target: usize,
+    reachable: BTreeSet<usize>,
+}
+
+/// The state of one stage while its commands are dispatched.
+#[derive(Debug, Clone)]
+struct Dispatch {
+    state: State,
+    image: ImageConfig,
+    platform: Platform,
+    /// ARGs in scope with their values, in declaration order.
+    build_args: Vec<(String, Option<String>)>,
+    index: usize,
+}
+
+/// A whole pass over the reachable stages.
+struct Pass<'a> {
+    conv: &'a Converter,
+    resolved: &'a HashMap<String, ResolvedImage>,
+    context: State,
+    done: HashMap<usize, Dispatch>,
+    /// Paths COPY reads from the context (absolute, cleaned).
+    ctx_paths: BTreeSet<String>,
+}
+
+fn is_scratch(name: &str) -> bool {
+    name.eq_ignore_ascii_case("scratch")
+}
+
+/// `path.Clean` of a slash path.
+fn clean(p: &str) -> String {
+    patternmatcher::go_clean(p)
+}
+
+/// Joins `p` to `dir` unless absolute, cleans it, and keeps a trailing slash (which
+/// means "into this directory" for COPY).
+fn resolve_dest(dir: &str, p: &str) -> String {
+    let p = if p.is_empty() || p == "." { "./" } else { p };
+    let joined = if p.starts_with('/') {
+        p.to_string()
+    } else {
+        format!("{}/{p}", if dir.is_empty() { "/" } else { dir })
+    };
+    let mut out = clean(&joined);
+    if (p.ends_with('/') || p.ends_with("/.")) && !out.ends_with('/') {
+        out.push('/');
+    }
+    out
+}
+
+/// Whether a context-relative source path climbs above the context root.
+fn escapes_root(p: &str) -> bool {
+    let mut depth: i64 = 0;
+    for part in p.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return true;
+                }
+            }
+            _ => depth += 1,
+        }
+    }
+    false
+}
+
+/// `docker.io/library/x:latest` from `x`; digests kept, tags added when missing.
+fn normalize_reference(name: &str) -> Result<String, String> {
+    let r = llb::reference::Reference::parse_normalized(name).map_err(|e| e.to_string())?;
+    Ok(if r.digest.is_some() {
+        r.to_string()
+    } else {
+        r.with_default_tag().to_string()
+    })
+}
+
+fn contains_wildcards(s: &str) -> bool {
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' | '?' | '[' => return true,
+            '\\' => {
+                chars.next();
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
+fn summarize_heredoc(doc: &str) -> String {
+    let doc = doc.trim().replace("\r\n", "\n");
+    let mut lines = doc.split('\n');
+    let first = lines.next().unwrap_or_default().to_string();
+    if lines.next().is_some() {
+        first + "..."
+    } else {
+        first
+    }
+}
+
+/// `echo hi` → `ECHO hi`: the keyword of a step name is upper case.
+fn uppercase_cmd(s: &str) -> String {
+    match s.split_once(' ') {
+        Some((kw, rest)) => format!("{} {rest}", kw.to_uppercase()),
+        None => s.to_uppercase(),
+    }
+}
+
+/// Go's `%q` of a string slice: `["a" "b"]`.
+fn go_quote_list(items: &[String]) -> String {
+    let inner: Vec<String> = items
+        .iter()
+        .map(|s| serde_json::to_string(s).unwrap_or_default())
+        .collect();
+    format!("[{}]", inner.join(" "))
+}
+
+/// Go's `time.Duration.String()` of `ns` nanoseconds.
+fn go_duration(ns: i64) -> String {
+    if ns == 0 {
+        return "0s".into();
+    }
+    let neg = ns < 0;
+    let mut u = ns.unsigned_abs();
+    let frac = |v: u64, scale: u64| {
+        let whole = v / scale;
+        let rest = v % scale;
+        if rest == 0 {
+            whole.to_string()
+        } else {
+            let digits = scale.to_string().len() - 1;
+            let f = format!("{rest:0digits$}");
+            format!("{whole}.{}", f.trim_end_matches('0'))
+        }
+    };
+    let out = if u < 1_000 {
+        format!("{u}ns")
+    } else if u < 1_000_000 {
+        format!("{}µs", frac(u, 1_000))
+    } else if u < 1_000_000_000 {
+        format!("{}ms", frac(u, 1_000_000))
+    } else {
+        let mut s = String::new();
+        let h = u / 3_600_000_000_000;
+        u %= 3_600_000_000_000;
+        let m = u / 60_000_000_000;
+        u %= 60_000_000_000;
+        if h > 0 {
+            s.push_str(&format!("{h}h"));
+        }
+        if h > 0 || m > 0 {
+            s.push_str(&format!("{m}m"));
+        }
+        s.push_str(&format!("{}s", frac(u, 1_000_000_000)));
+        s
+    };
+    if neg { format!("-{out}") } else { out }
+}
+
+/// Go's `%q` of an integer: a quoted character literal.
+fn go_quote_rune(v: i64) -> String {
+    let named = match v {
+        7 => Some("\\a"),
+        8 => Some("\\b"),
+        9 => Some("\\t"),
+        10 => Some("\\n"),
+        11 => Some("\\v"),
+        12 => Some("\\f"),
+        13 => Some("\\r"),
+        39 => Some("\\'"),
+        92 => Some("\\\\"),
+        _ => None,
+    };
+    if let Some(n) = named {
+        return format!("'{n}'");
+    }
+    match u32::try_from(v).ok().and_then(char::from_u32) {
+        Some(c) if !c.is_control() => format!("'{c}'"),
+        Some(c) if (c as u32) < 0x80 => format!("'\\x{:02x}'", c as u32),
+        Some(c) => format!("'\\u{:04x}'", c as u32),
+        None => format!("%!q(int={v})"),
+    }
+}
+
+/// Parses a Go duration (`5s`, `1m30s`, `500ms`) into nanoseconds.
+fn parse_duration(s: &str) -> Result<i64, String> {
+    if s == "0" {
+        return Ok(0);
+    }
+    let bad = || format!("invalid duration {s:?}");
+    let mut total: f64 = 0.0;
+    let mut rest = s;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let n: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let mult = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(bad()),
+        };
+        total += n * mult;
+        rest = &rest[unit_len..];
+    }
+    Ok(total as i64)
+}
+
+impl Converter {
+    /// Plans the build: stages, global build arguments, the target and what it needs.
+    pub fn new(df: &Dockerfile, opts: ConvertOptions) -> Result<Converter, ConvertError> {
+        let at = |line: usize, message: String| ConvertError {
+            file: opts.file_name.clone(),
+            line: Some(line),
+            message,
+        };
+        let parsed = instructions::parse(df).map_err(|e| at(e.line, e.message))?;
+        if parsed.stages.is_empty() {
+            return Err(ConvertError {
+                file: opts.file_name.clone(),
+                line: None,
+                message: "the Dockerfile has no stages to build (no FROM)".into(),
+            });
+        }
+        let lexer = Lexer::new(df.escape_token);
+
+        // Global build arguments: the platform ones, then ARGs before the first FROM.
+        let target_name = opts
+            .target
+            .clone()
+            .or_else(|| parsed.stages.last().and_then(|s| s.name.clone()))
+            .unwrap_or_else(|| "default".into());
+        let bp = &opts.build_platform;
+        let tp = &opts.target_platform;
+        let mut global_args = EnvList::new();
+        for (k, v) in [
+            ("BUILDPLATFORM", bp.to_string()),
+            ("BUILDOS", bp.os.clone()),
+            ("BUILDOSVERSION", bp.os_version.clone()),
+            ("BUILDARCH", bp.architecture.clone()),
+            ("BUILDVARIANT", bp.variant.clone()),
+            ("TARGETPLATFORM", tp.to_string()),
+            ("TARGETOS", tp.os.clone()),
+            ("TARGETOSVERSION", tp.os_version.clone()),
+            ("TARGETARCH", tp.architecture.clone()),
+            ("TARGETVARIANT", tp.variant.clone()),
+            ("TARGETSTAGE", target_name),
+        ] {
+            let v = opts.build_args.get(k).cloned().unwrap_or(v);
+            global_args.set(k, v);
+        }
+        for (args, source) in &parsed.meta_args {
+            for a in args {
+                let value = match opts.build_args.get(&a.key) {
+                    Some(v) => Some(v.clone()),
+                    None => match &a.value {
+                        Some(d) => Some(
+                            lexer
+                                .process_word(d, &global_args)
+                                .map_err(|e| at(source.line, e.to_string()))?,
+                        ),
+                        None => None,
+                    },
+                };
+                if let Some(v) = value {
+                    global_args.set(a.key.clone(), v);
+                }
+            }
+        }
+
+        // Stages: expand base names and platforms, find bases and dependencies.
+        let single = parsed.stages.len() == 1;
+        let mut stages: Vec<Planned> = Vec::new();
+        let mut by_name: HashMap<String, usize> = HashMap::new();
+        for (i, st) in parsed.stages.iter().enumerate() {
+            let line = st.source.line;
+            let base_name = lexer
+                .process_word(&st.base, &global_args)
+                .map_err(|e| at(line, e.to_string()))?;
+            if base_name.is_empty() {
+                return Err(at(
+                    line,
+                    format!("base name ({}) should not be blank", st.base),
+                ));
+            }
+            let platform = match &st.platform {
+                None => opts.target_platform.clone(),
+                Some(p) => {
+                    let v = lexer
+                        .process_word(p, &global_args)
+                        .map_err(|e| at(line, e.to_string()))?;
+                    if v.is_empty() {
+                        return Err(at(
+                            line,
+                            format!("empty platform value from expression {p}"),
+                        ));
+                    }
+                    Platform::parse(&v)
+                        .map_err(|e| at(line, format!("failed to parse platform {p}: {e}")))?
+                        .normalized()
+                }
+            };
+            let base = if let Some(&b) = by_name.get(&base_name) {
+                Base::Stage(b)
+            } else if is_scratch(&base_name) {
+                Base::Scratch
+            } else {
+                Base::Image(normalize_reference(&base_name).map_err(|e| {
+                    at(
+                        line,
+                        format!("failed to parse stage name {base_name:?}: {e}"),
+                    )
+                })?)
+            };
+            let mut total = usize::from(matches!(base, Base::Image(_)));
+            let mut deps = Vec::new();
+            if let Base::Stage(b) = base {
+                deps.push(b);
+            }
+            let mut from_images = HashMap::new();
+            for c in &st.commands {
+                match &c.command {
+                    Command::Run(_) | Command::Copy(_) | Command::Workdir(_) => total += 1,
+                    _ => {}
+                }
+                if let Command::Copy(Copy { from: Some(f), .. }) = &c.command {
+                    let expanded = lexer
+                        .process_word(f, &EnvList::new())
+                        .map_err(|e| at(c.source.line, e.to_string()))?;
+                    if &expanded != f {
+                        return Err(at(
+                            c.source.line,
+                            "variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround".into(),
+                        ));
+                    }
+                    if let Ok(n) = f.parse::<usize>() {
+                        if n >= i {
+                            return Err(at(
+                                c.source.line,
+                                format!(
+                                    "invalid stage index {n}: COPY --from can only use earlier stages"
+                                ),
+                            ));
+                        }
+                        deps.push(n);
+                    } else if let Some(&n) = by_name.get(&f.to_lowercase()) {
+                        deps.push(n);
+                    } else if parsed
+                        .stages
+                        .iter()
+                        .any(|s| s.name.as_deref() == Some(f.to_lowercase().as_str()))
+                    {
+                        return Err(at(
+                            c.source.line,
+                            format!(
+                                "cannot copy from stage {f:?}, it needs to be defined before the current stage"
+                            ),
+                        ));
+                    } else {
+                        let r = normalize_reference(f).map_err(|e| {
+                            at(c.source.line, format!("COPY --from={f}: not a stage name and not an image reference: {e}"))
+                        })?;
+                        from_images.insert(c.source.line, r);
+                    }
+                }
+            }
+            let display = match &st.name {
+                _ if single => String::new(),
+                Some(n) => n.clone(),
+                None => format!("stage-{i}"),
+            };
+            if let Some(n) = &st.name {
+                by_name.insert(n.clone(), i);
+            }
+            stages.push(Planned {
+                stage: st.clone(),
+                display,
+                base,
+                platform,
+                total,
+                deps,
+                from_images,
+            });
+        }
+
+        let target = match &opts.target {
+            None => stages.len() - 1,
+            Some(t) => *by_name.get(&t.to_lowercase()).ok_or_else(|| ConvertError {
+                file: opts.file_name.clone(),
+                line: None,
+                message: format!(
+                    "target stage {t:?} could not be found (stages: {})",
+                    by_name
+                        .keys()
+                        .cloned()
+                        .collect::<BTreeSet<_>>()
+                        .into_iter()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })?,
+        };
+        let mut reachable = BTreeSet::new();
+        let mut todo = vec![target];
+        while let Some(s) = todo.pop() {
+            if reachable.insert(s) {
+                todo.extend(stages[s].deps.iter().copied());
+            }
+        }
+        // Platforms of stages built on other stages follow their base.
+        for i in 0..stages.len() {
+            if let Base::Stage(b) = stages[i].base
+                && stages[i].stage.platform.is_none()
+            {
+                stages[i].platform = stages[b].platform.clone();
+            }
+        }
+        Ok(Converter {
+            lexer,
+            global_args,
+            stages,
+            target,
+            reachable,
+            opts,
+        })
+    }
+
+    /// The base images (and `COPY --from` images) whose configs [`Converter::convert`]
+    /// needs, each once.
+    pub fn images(&self) -> Vec<ImageRequest> {
+        let mut out = BTreeSet::new();
+        for &i in &self.reachable {
+            let s = &self.stages[i];
+            if let Base::Image(r) = &s.base {
+                out.insert(ImageRequest {
+                    reference: r.clone(),
+                    platform: s.platform.clone(),
+                });
+            }
+            for r in s.from_images.values() {
+                out.insert(ImageRequest {
+                    reference: r.clone(),
+                    platform: s.platform.clone(),
+                });
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// Builds the LLB of the target stage. `resolved` maps each reference from
+    /// [`Converter::images`] to its manifest digest and config.
+    pub fn convert(
+        &self,
+        resolved: &HashMap<String, ResolvedImage>,
+    ) -> Result<Converted, ConvertError> {
+        // The context's follow paths depend on every COPY, and COPY needs the context: a
+        // first pass collects the paths, a second builds with the final context.
+        let mut first = Pass {
+            conv: self,
+            resolved,
+            context: llb::local(&self.opts.context_name),
+            done: HashMap::new(),
+            ctx_paths: BTreeSet::new(),
+        };
+        first.run()?;
+        let mut local = llb::Local::new(&self.opts.context_name)
+            .shared_key_hint(&self.opts.context_name)
+            .options(OpOptions::new().custom_name("[internal] load build context"));
+        if !self.opts.context_excludes.is_empty() {
+            local = local.exclude_patterns(self.opts.context_excludes.iter().cloned());
+        }
+        if !first.ctx_paths.contains("/") && !first.ctx_paths.is_empty() {
+            let follow: Vec<String> = first
+                .ctx_paths
+                .iter()
+                .map(|p| p.trim_start_matches('/').to_string())
+                .collect();
+            local = local.follow_paths(follow);
+        }
+        let mut second = Pass {
+            conv: self,
+            resolved,
+            context: local.state(),
+            done: HashMap::new(),
+            ctx_paths: BTreeSet::new(),
+        };
+        second.run()?;
+        let d = second
+            .done
+            .remove(&self.target)
+            .unwrap_or_else(|| unreachable!("the target is reachable and dispatched"));
+        let mut image = d.image;
+        image.architecture = d.platform.architecture.clone();
+        image.os = d.platform.os.clone();
+        image.variant = d.platform.variant.clone();
+        Ok(Converted {
+            state: d.state,
+            image,
+            platform: d.platform,
+        })
+    }
+
+    fn err(&self, line: usize, message: impl Into<String>) -> ConvertError {
+        ConvertError {
+            file: self.opts.file_name.clone(),
+            line: Some(line),
+            message: message.into(),
+        }
+    }
+}
+
+impl Pass<'_> {
+    fn run(&mut self) -> Result<(), ConvertError> {
+        let reachable: Vec<usize> = self.conv.reachable.iter().copied().collect();
+        for i in reachable {
+            let d = self.dispatch_stage(i)?;
+            self.done.insert(i, d);
+        }
+        Ok(())
+    }
+
+    /// The state and config of image `reference` as a stage base.
+    fn image_base(
+        &self,
+        reference: &str,
+        platform: &Platform,
+        line: usize,
+        description: &str,
+        name: &str,
+    ) -> Result<(State, ImageConfig), ConvertError> {
+        let conv = self.conv;
+        let r = self
+            .resolved
+            .get(reference)
+            .ok_or_else(|| conv.err(line, format!("base image {reference} was not resolved")))?;
+        let img = ImageConfig::from_json(&r.config)
+            .map_err(|e| conv.err(line, format!("{reference}: invalid image config: {e}")))?;
+        let pinned = if reference.contains('@') {
+            reference.to_string()
+        } else {
+            format!("{reference}@{}", r.digest)
+        };
+        // An image without layers is scratch with a config.
+        if img.rootfs.diff_ids.as_ref().is_none_or(Vec::is_empty)
+            && img.history.iter().all(|h| h.empty_layer)
+        {
+            return Ok((State::scratch(), img));
+        }
+        let name = name.replace("{}", &pinned);
+        let st = llb::Image::new(&pinned)
+            .platform(platform.clone())
+            .options(
+                OpOptions::new()
+                    .custom_name(name)
+                    .description(COMMAND_DESCRIPTION, description),
+            )
+            .state();
+        Ok((st, img))
+    }
+
+    fn dispatch_stage(&mut self, i: usize) -> Result<Dispatch, ConvertError> {
+        let conv = self.conv;
+        let planned = &conv.stages[i];
+        let line = planned.stage.source.line;
+        let mut d = match &planned.base {
+            Base::Stage(b) => {
+                let base = self
+                    .done
+                    .get(b)
+                    .unwrap_or_else(|| unreachable!("bases come earlier"))
+                    .clone();
+                let mut image = base.image.clone();
+                image.config.on_build.clear();
+                Dispatch {
+                    state: base.state,
+                    image,
+                    platform: base.platform,
+                    build_args: base.build_args,
+                    index: 0,
+                }
+            }
+            Base::Scratch => Dispatch {
+                state: State::scratch().platform(planned.platform.clone()),
+                image: ImageConfig::empty(&planned.platform),
+                platform: planned.platform.clone(),
+                build_args: Vec::new(),
+                index: 0,
+            },
+            Base::Image(r) => {
+                let mut d = Dispatch {
+                    state: State::scratch(),
+                    image: ImageConfig::default(),
+                    platform: planned.platform.clone(),
+                    build_args: Vec::new(),
+                    index: 0,
+                };
+                let name = self.prefix(i, &mut d, "FROM {}");
+                let (st, img) = self.image_base(
+                    r,
+                    &planned.platform,
+                    line,
+                    &planned.stage.source.original,
+                    &name,
+                )?;
+                d.state = st;
+                d.image = img;
+                d.image.created = None;
+                d
+            }
+        };
+        if !matches!(planned.base, Base::Stage(_)) {
+            self.apply_image_defaults(&mut d);
+        }
+        for c in &planned.stage.commands {
+            self.dispatch(i, &mut d, c)?;
+        }
+        Ok(d)
+    }
+
+    /// What a container of the base image would get: its environment (with a default
+    /// `PATH`), working directory and user.
+    fn apply_image_defaults(&self, d: &mut Dispatch) {
+        if d.image.env("PATH").is_none() {
+            d.image
+                .config
+                .env
+                .push(format!("PATH={}", llb::DEFAULT_PATH));
+        }
+        for e in d.image.config.env.clone() {
+            let (k, v) = e.split_once('=').unwrap_or((&e, ""));
+            d.state = d.state.env(k, v);
+        }
+        if !d.image.config.working_dir.is_empty() {
+            let wd = resolve_dest("/", &d.image.config.working_dir);
+            let wd = wd.trim_end_matches('/');
+            let wd = if wd.is_empty() { "/" } else { wd };
+            d.image.config.working_dir = wd.to_string();
+            d.state = d.state.dir(wd);
+        }
+        if !d.image.config.user.is_empty() {
+            d.state = d.state.user(&d.image.config.user.clone());
+        }
+    }
+
+    /// `[stage N/TOTAL] ` + `what`, counting the step.
+    fn prefix(&self, stage: usize, d: &mut Dispatch, what: &str) -> String {
+        let p = &self.conv.stages[stage];
+        if p.total == 0 {
+            return what.to_string();
+        }
+        d.index += 1;
+        let width = p.total.to_string().len();
+        let mut out = String::from("[");
+        if !p.display.is_empty() {
+            out.push_str(&p.display);
+            out.push(' ');
+        }
+        out.push_str(&format!("{:>width$}/{}] {what}", d.index, p.total));
+        out
+    }
+
+    fn env_of(d: &Dispatch) -> EnvList {
+        EnvList::from_entries(d.state.env_list())
+    }
+
+    /// Expands `word` with the stage's environment.
+    fn expand(&self, d: &Dispatch, word: &str, line: usize) -> Result<String, ConvertError> {
+        self.conv
+            .lexer
+            .process_word(word, &Self::env_of(d))
+            .map_err(|e| self.conv.err(line, e.to_string()))
+    }
+
+    /// A step's display name: its source with variables expanded where known.
+    fn step_name(&self, d: &Dispatch, original: &str, raw: bool) -> String {
+        let mut lexer = self.conv.lexer;
+        if raw {
+            lexer.raw_quotes = true;
+            lexer.skip_unset_env = true;
+        }
+        let expanded = lexer
+            .process_word(original, &Self::env_of(d))
+            .unwrap_or_else(|_| original.to_string());
+        uppercase_cmd(&expanded)
+    }
+
+    fn op_options(&self, name: String) -> OpOptions {
+        let o = OpOptions::new().custom_name(name);
+        if self.conv.opts.ignore_cache {
+            o.ignore_cache()
+        } else {
+            o
+        }
+    }
+
+    fn with_shell(d: &Dispatch, args: &[String]) -> Vec<String> {
+        let mut shell = if d.image.config.shell.is_empty() {
+            vec!["/bin/sh".to_string(), "-c".to_string()]
+        } else {
+            d.image.config.shell.clone()
+        };
+        shell.push(args.join(" "));
+        shell
+    }
+
+    fn dispatch(
+        &mut self,
+        stage: usize,
+        d: &mut Dispatch,
+        c: &Located,
+    ) -> Result<(), ConvertError> {
+        let conv = self.conv;
+        let line = c.source.line;
+        let original = &c.source.original;
+        match &c.command {
+            Command::Env(kvs) => {
+                let mut msg = String::from("ENV");
+                for kv in kvs {
+                    let k = self.expand(d, &kv.key, line)?;
+                    let v = self.expand(d, &kv.value, line)?;
+                    msg.push_str(&format!(" {k}={v}"));
+                    d.state = d.state.env(&k, &v);
+                    d.image.set_env(&k, &v);
+                }
+                d.image.commit(msg, false);
+            }
+            Command::Arg(args) => self.dispatch_arg(d, args, line)?,
+            Command::Label(kvs) => {
+                let mut msg = String::from("LABEL");
+                for kv in kvs {
+                    let k = self.expand(d, &kv.key, line)?;
+                    let v = self.expand(d, &kv.value, line)?;
+                    msg.push_str(&format!(" {k}={v}"));
+                    d.image
+                        .config
+                        .labels
+                        .get_or_insert_with(BTreeMap::new)
+                        .insert(k, v);
+                }
+                d.image.commit(msg, false);
+            }
+            Command::User(u) => {
+                let u = self.expand(d, u, line)?;
+                d.state = d.state.user(&u);
+                d.image.commit(format!("USER {u}"), false);
+                d.image.config.user = u;
+            }
+            Command::Workdir(p) => {
+                let p = self.expand(d, p, line)?;
+                let wd = resolve_dest(&d.image.config.working_dir, &p);
+                let wd = match wd.trim_end_matches('/') {
+                    "" => "/".to_string(),
+                    w => w.to_string(),
+                };
+                d.image.config.working_dir = wd.clone();
+                d.state = d.state.dir(&wd);
+                let with_layer = wd != "/";
+                if with_layer {
+                    let name = self.step_name(d, original, false);
+                    let name = self.prefix(stage, d, &name);
+                    let owner = (!d.image.config.user.is_empty())
+                        .then(|| Owner::parse(&d.image.config.user));
+                    d.state = d.state.file(
+                        &FileAction::mkdir(
+                            &wd,
+                            0o755,
+                            MkdirOptions {
+                                parents: true,
+                                owner,
+                                ..MkdirOptions::default()
+                            },
+                        ),
+                        self.op_options(name).platform(d.platform.clone()),
+                    );
+                }
+                d.image.commit(format!("WORKDIR {wd}"), with_layer);
+            }
+            Command::Cmd(cl) | Command::Entrypoint(cl) => {
+                let args = if cl.prepend_shell {
+                    Self::with_shell(d, &cl.args)
+                } else {
+                    cl.args.clone()
+                };
+                if let Command::Cmd(_) = c.command {
+                    d.image
+                        .commit(format!("CMD {}", go_quote_list(&args)), false);
+                    d.image.config.cmd = Some(args);
+                    d.image.config.args_escaped = true;
+                } else {
+                    d.image
+                        .commit(format!("ENTRYPOINT {}", go_quote_list(&args)), false);
+                    d.image.config.entrypoint = Some(args);
+                    if !stage_sets_cmd_before(&conv.stages[stage].stage, line) {
+                        d.image.config.cmd = None;
+                    }
+                }
+            }
+            Command::Expose(ports) => {
+                let mut expanded = Vec::new();
+                for p in ports {
+                    for w in conv
+                        .lexer
+                        .process_words(p, &Self::env_of(d))
+                        .map_err(|e| conv.err(line, e.to_string()))?
+                    {
+                        expanded.push(parse_port(&w).map_err(|e| conv.err(line, e))?);
+                    }
+                }
+                let map = d
+                    .image
+                    .config
+                    .exposed_ports
+                    .get_or_insert_with(BTreeMap::new);
+                for p in &expanded {
+                    map.insert(p.clone(), Default::default());
+                }
+                d.image
+                    .commit(format!("EXPOSE {}", expanded.join(" ")), false);
+            }
+            Command::Volume(vols) => {
+                let mut expanded = Vec::new();
+                for v in vols {
+                    let v = self.expand(d, v, line)?;
+                    if v.is_empty() {
+                        return Err(conv.err(line, "VOLUME specified can not be an empty string"));
+                    }
+                    expanded.push(v);
+                }
+                let map = d.image.config.volumes.get_or_insert_with(BTreeMap::new);
+                for v in &expanded {
+                    map.insert(v.clone(), Default::default());
+                }
+                d.image
+                    .commit(format!("VOLUME [{}]", expanded.join(" ")), false);
+            }
+            Command::StopSignal(s) => {
+                let s = self.expand(d, s, line)?;
+                if !valid_signal(&s) {
+                    return Err(conv.err(line, format!("invalid signal: {s}")));
+                }
+                d.image.commit(format!("STOPSIGNAL {s}"), false);
+                d.image.config.stop_signal = s;
+            }
+            Command::Shell(sh) => {
+                d.image.config.shell = sh.clone();
+                d.image.commit(format!("SHELL [{}]", sh.join(" ")), false);
+            }
+            Command::Maintainer(m) => {
+                d.image.author = m.clone();
+                d.image.commit(format!("MAINTAINER {m}"), false);
+            }
+            Command::Onbuild(expr) => d.image.config.on_build.push(expr.clone()),
+            Command::Healthcheck(h) => {
+                let dur = |v: &Option<String>, what: &str| -> Result<i64, ConvertError> {
+                    match v {
+                        None => Ok(0),
+                        Some(s) => parse_duration(s)
+                            .map_err(|e| conv.err(line, format!("HEALTHCHECK --{what}: {e}"))),
+                    }
+                };
+                let retries = match &h.retries {
+                    None => 0,
+                    Some(r) => r.parse::<i64>().map_err(|_| {
+                        conv.err(line, format!("HEALTHCHECK --retries: invalid number {r:?}"))
+                    })?,
+                };
+                let hc = HealthConfig {
+                    test: h.test.clone(),
+                    interval: dur(&h.interval, "interval")?,
+                    timeout: dur(&h.timeout, "timeout")?,
+                    start_period: dur(&h.start_period, "start-period")?,
+                    start_interval: dur(&h.start_interval, "start-interval")?,
+                    retries,
+                };
+                // Upstream records the config with Go's `%q` verb: durations as strings,
+                // retries as a character literal.
+                d.image.commit(
+                    format!(
+                        "HEALTHCHECK &{{{} {:?} {:?} {:?} {:?} {}}}",
+                        go_quote_list(&hc.test),
+                        go_duration(hc.interval),
+                        go_duration(hc.timeout),
+                        go_duration(hc.start_period),
+                        go_duration(hc.start_interval),
+                        go_quote_rune(hc.retries),
+                    ),
+                    false,
+                );
+                d.image.config.healthcheck = Some(hc);
+            }
+            Command::Run(run) => self.dispatch_run(stage, d, run, c)?,
+            Command::Copy(copy) => self.dispatch_copy(stage, d, copy, c)?,
+        }
+        Ok(())
+    }
+
+    fn dispatch_arg(
+        &mut self,
+        d: &mut Dispatch,
+        args: &[ArgDef],
+        line: usize,
+    ) -> Result<(), ConvertError> {
+        let conv = self.conv;
+        let mut parts = Vec::new();
+        for a in args {
+            let value = if let Some(v) = conv.opts.build_args.get(&a.key) {
+                Some(v.clone())
+            } else if let Some(def) = &a.value {
+                Some(self.expand(d, def, line)?)
+            } else {
+                conv.global_args
+                    .iter()
+                    .find(|(k, _)| *k == a.key)
+                    .map(|(_, v)| v.to_string())
+            };
+            if let Some(v) = &value {
+                d.state = d.state.env(&a.key, v);
+                parts.push(format!("{}={v}", a.key));
+            } else {
+                parts.push(a.key.clone());
+            }
+            match d.build_args.iter_mut().find(|(k, _)| *k == a.key) {
+                Some(e) => e.1 = value,
+                None => d.build_args.push((a.key.clone(), value)),
+            }
+        }
+        d.image.commit(format!("ARG {}", parts.join(" ")), false);
+        Ok(())
+    }
+
+    fn dispatch_run(
+        &mut self,
+        stage: usize,
+        d: &mut Dispatch,
+        run: &Run,
+        c: &Located,
+    ) -> Result<(), ConvertError> {
+        let conv = self.conv;
+        let line = c.source.line;
+        if !run.mounts.is_empty() {
+            return Err(conv.err(line, "RUN --mount is not supported yet"));
+        }
+        if run.network.is_some() {
+            return Err(conv.err(line, "RUN --network is not supported yet"));
+        }
+        if run.security.is_some() {
+            return Err(conv.err(line, "RUN --security is not supported yet"));
+        }
+        let mut name_src = c.source.original.clone();
+        let mut args = run.cmd.args.clone();
+        let mut mounts = Vec::new();
+        if !run.heredocs.is_empty() {
+            let CommandLine {
+                args: cmd_args,
+                prepend_shell: true,
+            } = &run.cmd
+            else {
+                return Err(conv.err(line, "heredocs need the shell form of RUN"));
+            };
+            let [first] = cmd_args.as_slice() else {
+                return Err(conv.err(line, "parsing produced an invalid run command"));
+            };
+            let single = crate::parser::parse_heredoc(first)
+                .ok()
+                .flatten()
+                .filter(|_| run.heredocs.len() == 1);
+            if single.is_some() {
+                let doc = &run.heredocs[0];
+                let data = if doc.chomp {
+                    crate::parser::chomp_heredoc_content(&doc.content)
+                } else {
+                    doc.content.clone()
+                };
+                if data.starts_with("#!") {
+                    // A script with an interpreter line: write it to a file and run it.
+                    let script = State::scratch().dir("/").file(
+                        &FileAction::mkfile(
+                            &doc.name,
+                            0o755,
+                            data.as_bytes(),
+                            MkfileOptions::default(),
+                        ),
+                        OpOptions::new()
+                            .custom_name("[internal] preparing inline document")
+                            .platform(d.platform.clone()),
+                    );
+                    mounts.push(Mount::bind("/dev/pipes/", &script).selector("/").readonly());
+                    args = vec![format!("/dev/pipes/{}", doc.name)];
+                } else {
+                    args = vec![data];
+                }
+                name_src.push_str(&format!(" ({})", summarize_heredoc(&doc.content)));
+            } else {
+                let mut b = first.clone();
+                for doc in &run.heredocs {
+                    b.push('\n');
+                    b.push_str(&doc.content);
+                    b.push_str(&doc.name);
+                }
+                args = vec![b];
+            }
+        }
+        let prepend = run.cmd.prepend_shell && mounts.is_empty();
+        if prepend {
+            args = Self::with_shell(d, &args);
+        }
+        let name = self.step_name(d, &name_src, true);
+        let name = self.prefix(stage, d, &name);
+        let mut exec = d.state.run().args(args.clone()).options(
+            self.op_options(name)
+                .description(COMMAND_DESCRIPTION, &c.source.original),
+        );
+        for m in mounts {
+            exec = exec.mount(m);
+        }
+        d.state = exec.build().root();
+        let env = Self::env_of(d);
+        d.image.commit(
+            format!(
+                "RUN {} # buildkit",
+                run_command_string(&args, &d.build_args, &env)
+            ),
+            true,
+        );
+        Ok(())
+    }
+
+    fn dispatch_copy(
+        &mut self,
+        stage: usize,
+        d: &mut Dispatch,
+        copy: &Copy,
+        c: &Located,
+    ) -> Result<(), ConvertError> {
+        let conv = self.conv;
+        let line = c.source.line;
+        let what = if copy.is_add { "ADD" } else { "COPY" };
+        let dest_raw = self.expand(d, &copy.dest, line)?;
+        let dest = resolve_dest(d.state.get_dir(), &dest_raw);
+        let owner = match &copy.chown {
+            Some(o) => Some(Owner::parse(&self.expand(d, o, line)?)),
+            None => None,
+        };
+        let mode = match &copy.chmod {
+            None => None,
+            Some(m) => {
+                let m = self.expand(d, m, line)?;
+                Some(parse_chmod(&m).map_err(|e| conv.err(line, e))?)
+            }
+        };
+        let (source, from_context) = match &copy.from {
+            None => (self.context.clone(), true),
+            Some(f) => {
+                if let Some(r) = conv.stages[stage].from_images.get(&line) {
+                    let (st, _) =
+                        self.image_base(r, &d.platform, line, &format!("FROM {r}"), "FROM {}")?;
+                    (st, false)
+                } else {
+                    let idx = match f.parse::<usize>() {
+                        Ok(n) => n,
+                        Err(_) => conv
+                            .stages
+                            .iter()
+                            .position(|s| {
+                                s.stage.name.as_deref() == Some(f.to_lowercase().as_str())
+                            })
+                            .unwrap_or_else(|| unreachable!("checked when planning")),
+                    };
+                    let src = self.done.get(&idx).ok_or_else(|| {
+                        conv.err(line, format!("cannot copy from stage {f:?}, it needs to be defined before the current stage"))
+                    })?;
+                    (src.state.clone(), false)
+                }
+            }
+        };
+        let name = self.step_name(d, &c.source.original, false);
+        let name = self.prefix(stage, d, &name);
+        let mut msg = String::from(what);
+        if copy.parents {
+            msg.push_str(" --parents");
+        }
+        if let Some(o) = &copy.chown {
+            msg.push_str(&format!(" --chown={o}"));
+        }
+        if let Some(m) = &copy.chmod {
+            msg.push_str(&format!(" --chmod={m}"));
+        }
+        let excludes: Vec<String> = copy.excludes.clone();
+        let mut action: Option<FileAction> = None;
+        let push = |a: Option<FileAction>, s: &State, path: &str, opts: CopyOptions| {
+            Some(match a {
+                None => FileAction::copy(s, path, &dest, opts),
+                Some(a) => a.and_copy(s, path, &dest, opts),
+            })
+        };
+        for src in &copy.sources {
+            let src = self.expand(d, src, line)?;
+            msg.push_str(&format!(" {src}"));
+            if src.starts_with("http://") || src.starts_with("https://") {
+                return Err(conv.err(
+                    line,
+                    format!("{what} {src}: sources from URLs are not supported yet"),
+                ));
+            }
+            if from_context && escapes_root(&src) {
+                return Err(conv.err(
+                    line,
+                    format!("{what} {src}: the path is outside the build context"),
+                ));
+            }
+            let (mut src_path, mut include, mut required) = (src.clone(), Vec::new(), Vec::new());
+            if copy.parents {
+                let (parent, pattern) = match src.split_once("/./") {
+                    Some((p, pat)) => (p.to_string(), pat.to_string()),
+                    None => ("/".to_string(), src.clone()),
+                };
+                let pattern = clean(&format!("/{pattern}"));
+                if !contains_wildcards(&parent) && !contains_wildcards(&pattern) {
+                    required.push(clean(&format!("/{parent}/{pattern}")));
+                }
+                include.push(pattern.trim_start_matches('/').to_string());
+                src_path = parent;
+            }
+            let src_path = clean(&format!("/{src_path}"));
+            if from_context {
+                self.ctx_paths.insert(src_path.clone());
+            }
+            let opts = CopyOptions {
+                mode: mode.clone(),
+                follow_symlinks: true,
+                dir_copy_contents: true,
+                include_patterns: include,
+                exclude_patterns: excludes.clone(),
+                required_paths: required,
+                attempt_unpack: copy.is_add,
+                create_dest_path: true,
+                allow_wildcard: true,
+                allow_empty_wildcard: true,
+                owner: owner.clone(),
+                ..CopyOptions::default()
+            };
+            action = push(action, &source, &src_path, opts);
+        }
+        for doc in &copy.heredocs {
+            msg.push_str(&format!(" <<{}", doc.name));
+            let data = if doc.expand {
+                let mut lx = Lexer::new('\\');
+                lx.skip_process_quotes = true;
+                lx.process_word(&doc.content, &Self::env_of(d))
+                    .map_err(|e| conv.err(line, e.to_string()))?
+            } else {
+                doc.content.clone()
+            };
+            let path = clean(&format!("/{}", doc.name));
+            let st = State::scratch().file(
+                &FileAction::mkfile(&path, 0o644, data.as_bytes(), MkfileOptions::default()),
+                OpOptions::new()
+                    .custom_name("[internal] preparing inline document")
+                    .platform(d.platform.clone()),
+            );
+            let opts = CopyOptions {
+                mode: mode.clone(),
+                create_dest_path: true,
+                exclude_patterns: excludes.clone(),
+                owner: owner.clone(),
+                ..CopyOptions::default()
+            };
+            action = push(action, &st, &path, opts);
+        }
+        msg.push_str(&format!(" {dest_raw}"));
+        let Some(action) = action else {
+            return Err(conv.err(line, format!("{what} has no source")));
+        };
+        if copy.link && copy.chmod.is_none() {
+            let copied = State::scratch().file(
+                &action,
+                self.op_options(name.clone()).platform(d.platform.clone()),
+            );
+            d.index -= 1;
+            let link_name = self.prefix(stage, d, &format!("LINK {}", name_without_prefix(&name)));
+            d.state = llb::merge(&[d.state.clone(), copied], self.op_options(link_name));
+        } else {
+            d.state = d.state.file(&action, self.op_options(name));
+        }
+        d.image.commit(format!("{msg} # buildkit"), true);
+        Ok(())
+    }
+}
+
+/// `[2/5] COPY a b` → `COPY a b`.
+fn name_without_prefix(name: &str) -> &str {
+    if name.starts_with('[')
+        && let Some((_, rest)) = name.split_once("] ")
+    {
+        return rest;
+    }
+    name
+}
+
+/// Whether a CMD comes before line `line` in the stage (ENTRYPOINT then keeps it).
+fn stage_sets_cmd_before(stage: &Stage, line: usize) -> bool {
+    stage
+        .commands
+        .iter()
+        .any(|c| matches!(c.command, Command::Cmd(_)) && c.source.line < line)
+}
+
+/// `RUN` history text: `|N K=V ... args` when build args are in scope.
+fn run_command_string(
+    args: &[String],
+    build_args: &[(String, Option<String>)],
+    env: &EnvList,
+) -> String {
+    use crate::shell::Env;
+    let mut parts: Vec<String> = Vec::new();
+    for (k, v) in build_args {
+        let v = env
+            .get(k)
+            .map(String::from)
+            .unwrap_or_else(|| v.clone().unwrap_or_default());
+        parts.push(format!("{k}={v}"));
+    }
+    if !parts.is_empty() {
+        parts.insert(0, format!("|{}", parts.len()));
+    }
+    parts.extend(args.iter().cloned());
+    parts.join(" ")
+}
+
+fn parse_chmod(m: &str) -> Result<Chmod, String> {
+    if !m.is_empty() && m.chars().all(|c| c.is_ascii_digit()) {
+        return match u32::from_str_radix(m, 8) {
+            Ok(v) if v <= 0o7777 => Ok(Chmod::Octal(v)),
+            _ => Err(format!(
+                "invalid chmod parameter: '{m}'. it should be octal string and between 0 and 07777"
+            )),
+        };
+    }
+    let valid = m.split(',').all(|clause| {
+        let clause = clause.trim_start_matches(['u', 'g', 'o', 'a']);
+        !clause.is_empty()
+            && clause.starts_with(['+', '-', '='])
+            && clause.chars().all(|c| "+-=rwxXstugo".contains(c))
+    });
+    if valid {
+        Ok(Chmod::Symbolic(m.to_string()))
+    } else {
+        Err(format!("invalid chmod parameter: '{m}'"))
+    }
+}
+
+/// `80`, `80/tcp`, `53/udp`, `8000-8010/tcp` → `80/tcp` form.
+fn parse_port(p: &str) -> Result<String, String> {
+    let (ports, proto) = match p.split_once('/') {
+        Some((a, b)) => (a, b.to_lowercase()),
+        None => (p, "tcp".to_string()),
+    };
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(format!("invalid proto: {proto}"));
+    }
+    let ok = |s: &str| s.parse::<u16>().is_ok();
+    let valid = match ports.split_once('-') {
+        Some((a, b)) => ok(a) && ok(b),
+        None => ok(ports),
+    };
+    if !valid {
+        return Err(format!("invalid containerPort: {ports}"));
+    }
+    Ok(format!("{ports}/{proto}"))
+}
+
+fn valid_signal(s: &str) -> bool {
+    if let Ok(n) = s.parse::<u32>() {
+        return n > 0 && n < 65;
+    }
+    let name = s.strip_prefix("SIG").unwrap_or(s).to_uppercase();
+    matches!(
+        name.as_str(),
+        "ABRT"
+            | "ALRM"
+            | "BUS"
+            | "CHLD"
+            | "CLD"
+            | "CONT"
+            | "FPE"
+            | "HUP"
+            | "ILL"
+            | "INT"
+            | "IO"
+            | "IOT"
+            | "KILL"
+            | "PIPE"
+            | "POLL"
+            | "PROF"
+            | "PWR"
+            | "QUIT"
+            | "SEGV"
+            | "STKFLT"
+            | "STOP"
+            | "SYS"
+            | "TERM"
+            | "TRAP"
+            | "TSTP"
+            | "TTIN"
+            | "TTOU"
+            | "URG"
+            | "USR1"
+            | "USR2"
+            | "VTALRM"
+            | "WINCH"
+            | "XCPU"
+            | "XFSZ"
+    ) || name.starts_with("RTMIN")
+        || name.starts_with("RTMAX")
+}
+
+#[cfg(test)]
+mod tests;
