@@ -63,6 +63,8 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(if debug { "debug" } else { "info" })
         .with_writer(std::io::stderr)
+        // colour codes only for a terminal, not for log files
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if let Some(s) = args.snapshotter {
         config.worker.oci.snapshotter = Some(s);

@@ -1,157 +1,43 @@
 //! The real binaries, as a user runs them: `buildkitd` on a private socket and root,
 //! `buildctl` against it, a busybox image in a local registry, runc underneath.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-use prost::Message;
+use std::process::{Command, Stdio};
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
-/// `buildctl`, built next to `buildkitd` by a workspace build.
-fn buildctl_bin() -> PathBuf {
-    let p = Path::new(env!("CARGO_BIN_EXE_buildkitd")).with_file_name("buildctl");
-    assert!(
-        p.is_file(),
-        "{} is missing: build it first (cargo build -p buildctl, or cargo test --workspace)",
-        p.display()
-    );
-    p
-}
-
-struct Daemon {
-    child: Child,
-    addr: String,
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Daemon {
-    fn start() -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("buildkitd.sock");
-        let addr = format!("unix://{}", socket.display());
-        let child = Command::new(env!("CARGO_BIN_EXE_buildkitd"))
-            .arg("--root")
-            .arg(dir.path().join("root"))
-            .arg("--addr")
-            .arg(&addr)
-            .arg("--config")
-            .arg(dir.path().join("missing-is-an-error.toml"))
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // a missing explicit config fails the start: check that first, then start for real
-        let out = child.wait_with_output().unwrap();
-        assert!(!out.status.success());
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("missing-is-an-error.toml"), "{err}");
-
-        let child = Command::new(env!("CARGO_BIN_EXE_buildkitd"))
-            .arg("--root")
-            .arg(dir.path().join("root"))
-            .arg("--addr")
-            .arg(&addr)
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let d = Daemon {
-            child,
-            addr,
-            socket,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if d.buildctl(&["debug", "workers"], None).status.success() {
-                return d;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("buildkitd did not answer on {}", d.addr);
-    }
-
-    fn buildctl(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
-        let mut child = Command::new(buildctl_bin())
-            .arg("--addr")
-            .arg(&self.addr)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut input = child.stdin.take().unwrap();
-        if let Some(bytes) = stdin {
-            input.write_all(bytes).unwrap();
-        }
-        drop(input);
-        child.wait_with_output().unwrap()
-    }
-
-    fn stop(mut self) {
-        rustix_kill(self.child.id());
-        let status = self.child.wait().unwrap();
-        assert!(
-            status.success(),
-            "buildkitd exited with {status} on SIGTERM"
-        );
-        assert!(!self.socket.exists(), "the socket is removed on shutdown");
-    }
-}
-
-fn rustix_kill(pid: u32) {
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-fn definition(st: &llb::State) -> Vec<u8> {
-    st.marshal(&llb::MarshalOptions::default())
-        .unwrap()
-        .encode_to_vec()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::{Daemon, buildctl_bin, definition, text};
 
 #[test]
 fn build_llb_with_the_real_binaries() {
-    if !is_root() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "daemon tests need root in CI"
-        );
-        eprintln!("SKIPPED: daemon tests need root");
+    if !common::require_root("build_llb_with_the_real_binaries") {
         return;
     }
     let Some(reg) = testkit::Registry::start_or_skip().unwrap() else {
         return;
     };
-    let image = testkit::BusyboxImage::new().unwrap();
-    reg.client()
-        .push_image("busybox", "latest", image.image())
+    let busybox = common::push_busybox(&reg);
+    let dir = tempfile::tempdir().unwrap();
+
+    // a missing explicit config fails the start, naming the file
+    let missing = dir.path().join("missing-is-an-error.toml");
+    let out = Command::new(common::buildkitd_bin())
+        .arg("--root")
+        .arg(dir.path().join("root"))
+        .arg("--addr")
+        .arg(format!(
+            "unix://{}",
+            dir.path().join("buildkitd.sock").display()
+        ))
+        .arg("--config")
+        .arg(&missing)
+        .stderr(Stdio::piped())
+        .output()
         .unwrap();
-    let d = Daemon::start();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("missing-is-an-error.toml"), "{err}");
+
+    let d = Daemon::start(dir.path());
 
     let out = d.buildctl(&["debug", "workers"], None);
     assert!(out.status.success(), "{}", text(&out));
@@ -159,7 +45,7 @@ fn build_llb_with_the_real_binaries() {
     let out = d.buildctl(&["debug", "info"], None);
     assert!(text(&out).contains("BuildKit:"), "{}", text(&out));
 
-    let base = llb::image(&format!("{}/busybox:latest", reg.host())).env("PATH", llb::DEFAULT_PATH);
+    let base = llb::image(&busybox).env("PATH", llb::DEFAULT_PATH);
     let st = base
         .run()
         .shell("echo hello from a step; echo done > /done")

@@ -20,10 +20,10 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use snapshot::mount::{MountGuard, mount_all};
+use snapshot::mountinfo;
 
 use crate::error::{ExecError, Result};
 use crate::hosts;
-use crate::mountinfo;
 use crate::request::{MountSource, RunRequest};
 use crate::rootfs::{MountStubs, Root};
 use crate::spec::{self, HostFacts, SpecInput, SpecMount};

@@ -5,9 +5,10 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use snapshot::mountinfo;
+
 use crate::bundle::remove_unmounted;
 use crate::error::{ExecError, Result};
-use crate::mountinfo;
 use crate::runc::RUNTIME_ROOT_DIR;
 use crate::runtime::Runtime;
 

@@ -16,7 +16,7 @@
 //! (gateway containers); none of these exist yet.
 //!
 //! Runs need root (mounting, runc). Everything that can be computed without root — the
-//! spec, users, hosts files, mountinfo parsing — is a pure function with unit tests.
+//! spec, users, hosts files — is a pure function with unit tests.
 #![forbid(unsafe_code)]
 
 mod bundle;
@@ -24,7 +24,6 @@ mod caps;
 mod cleanup;
 mod error;
 mod hosts;
-mod mountinfo;
 mod request;
 mod rootfs;
 mod runc;

@@ -42,8 +42,10 @@ impl Drop for Mounted {
     }
 }
 
+/// A mount point under the worker's tmp dir, which the next start empties if this
+/// process dies before dropping it.
 fn tmpdir(ctx: &OpsContext) -> Result<tempfile::TempDir, OpError> {
-    let base = ctx.worker.root().join("tmp");
+    let base = ctx.worker.tmp_dir();
     std::fs::create_dir_all(&base).map_err(|e| op_err(format!("{}: {e}", base.display())))?;
     tempfile::tempdir_in(&base).map_err(|e| op_err(format!("{}: {e}", base.display())))
 }

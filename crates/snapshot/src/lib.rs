@@ -14,6 +14,7 @@
 
 pub mod merge;
 pub mod mount;
+pub mod mountinfo;
 mod native;
 mod overlay;
 mod probe;

@@ -269,6 +269,44 @@ pub fn unmount(target: &Path) -> Result<()> {
     })
 }
 
+/// Detaches every mount at or below `dir` in this mount namespace, the deepest and newest
+/// first, reading the mount table again after each one: a mount point can hold stacked
+/// mounts, and detaching a parent takes its children with it. Meant for reclaiming what a
+/// killed process left; returns the mount points detached. Fails if a mount stays.
+pub fn unmount_all_under(dir: &Path) -> Result<Vec<PathBuf>> {
+    let read = || {
+        crate::mountinfo::mounts_under(dir).map_err(|source| Error::Io {
+            op: "read the mount table for",
+            path: dir.to_path_buf(),
+            source,
+        })
+    };
+    let mut points = read()?;
+    // Each round removes at least one mount, or fails; the bound only guards against a
+    // mount table that keeps changing under us.
+    let mut rounds = points.len() * 2 + 8;
+    let mut detached = Vec::new();
+    while let Some(p) = points.first().cloned() {
+        if rounds == 0 {
+            return Err(Error::Mount {
+                fstype: "umount".into(),
+                target: p,
+                reason: "mounts below keep reappearing".into(),
+            });
+        }
+        rounds -= 1;
+        let result = unmount(&p);
+        points = read()?;
+        match result {
+            Ok(()) => detached.push(p),
+            // Already gone (taken away with a parent, or by someone else): fine.
+            Err(_) if !points.contains(&p) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(detached)
+}
+
 /// Unmounts what it holds when dropped (last mounted first).
 #[derive(Debug)]
 #[must_use = "the mounts are undone when the guard is dropped"]

@@ -2,9 +2,12 @@
 //! one root directory, as upstream's `runc` worker is.
 //!
 //! Layout under the root: `metadata.redb` (the metadata DB), `content/` (blobs),
-//! `snapshots/` (the snapshotter), `executor/` (runc bundles and state). Opening a worker
-//! reclaims what a crashed daemon left: runc containers and mounts under `executor/`,
-//! snapshot directories without records, partial ingests.
+//! `snapshots/` (the snapshotter), `executor/` (runc bundles and state), `tmp/` (mount
+//! points of snapshots mounted for the length of one operation). Opening a worker
+//! reclaims what a crashed daemon left: runc containers (killed) and mounts under
+//! `executor/`, everything under `tmp/` (mounts detached first), snapshots that were never
+//! committed (writable ones and views: only a running process can use them), snapshot
+//! directories without records, partial ingests.
 //!
 //! This crate wires the parts together and adds layer computation ([`Worker::diff`]). It
 //! does not schedule work (the solver does) or know about LLB.
@@ -19,7 +22,11 @@ use content::ContentStore;
 use executor::{Executor, RuncExecutor, Runtime};
 use metadata::{MetadataStore, RedbStore};
 use registry::{CredentialsFn, Hosts, PulledImage, Registry};
-use snapshot::Snapshotter;
+use snapshot::{Kind, Snapshotter};
+
+/// The directory under the root that holds the mount points of snapshots mounted for the
+/// length of one operation. Nothing in it outlives the process that made it.
+pub const TMP_DIR: &str = "tmp";
 
 /// Errors of opening and using a worker.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +108,8 @@ impl Worker {
         };
         std::fs::create_dir_all(root).map_err(io)?;
         let root = root.canonicalize().map_err(io)?;
+        // Opened first: the database's lock makes this process the root's only user, which
+        // is what makes it safe to kill containers and unmount below.
         let metadata: Arc<dyn MetadataStore> =
             Arc::new(RedbStore::open(&root.join("metadata.redb"), &migrations())?);
         let content = ContentStore::open(&root, metadata.clone())?;
@@ -119,12 +128,25 @@ impl Worker {
                 "reclaimed state left by a previous process"
             );
         }
-        let s2 = snapshotter.clone();
-        let orphans = tokio::task::spawn_blocking(move || s2.cleanup())
-            .await
-            .map_err(|e| Error::Join(e.to_string()))??;
-        if orphans > 0 {
-            tracing::warn!(orphans, "removed snapshot directories without records");
+        // The executor's containers are gone now, so nothing uses what is mounted under
+        // tmp/ any more, nor any uncommitted snapshot.
+        let (tmp, s2) = (root.join(TMP_DIR), snapshotter.clone());
+        let (unmounted, removed, uncommitted, orphans) = tokio::task::spawn_blocking(move || {
+            let (unmounted, removed) = reclaim_tmp(&tmp)?;
+            let uncommitted = remove_uncommitted(s2.as_ref())?;
+            let orphans = s2.cleanup()?;
+            Ok::<_, Error>((unmounted, removed, uncommitted, orphans))
+        })
+        .await
+        .map_err(|e| Error::Join(e.to_string()))??;
+        if unmounted + removed + uncommitted.len() + orphans > 0 {
+            tracing::warn!(
+                mounts = unmounted,
+                tmp_entries = removed,
+                uncommitted = uncommitted.len(),
+                orphans,
+                "reclaimed temporary mounts and snapshots left by a previous process"
+            );
         }
         Ok(Worker {
             registry: Registry::new(opts.hosts, opts.credentials),
@@ -138,6 +160,20 @@ impl Worker {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// `<root>/tmp`: where to create the mount point of a snapshot mounted for the length
+    /// of one operation, so that a crash leaves it where the next start looks.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join(TMP_DIR)
+    }
+
+    /// A new empty directory under [`Worker::tmp_dir`], removed when dropped.
+    fn tempdir(&self) -> Result<tempfile::TempDir> {
+        let tmp = self.tmp_dir();
+        std::fs::create_dir_all(&tmp)
+            .and_then(|()| tempfile::tempdir_in(&tmp))
+            .map_err(|source| Error::Root { path: tmp, source })
     }
 
     /// Pulls `reference` for `platform` and unpacks it; returns the image and the key of
@@ -190,10 +226,7 @@ impl Worker {
                 Ok(archive::diff_dirs(&lower, &upper, writer, opts)?)
             }
             None => {
-                let empty = tempfile::tempdir_in(&self.root).map_err(|source| Error::Root {
-                    path: self.root.clone(),
-                    source,
-                })?;
+                let empty = self.tempdir()?;
                 Ok(archive::diff_dirs(empty.path(), &upper, writer, opts)?)
             }
         }
@@ -210,10 +243,7 @@ impl Worker {
         );
         let mounts = self.snapshotter.view(&view_key, Some(key))?;
         let result = (|| {
-            let target = tempfile::tempdir_in(&self.root).map_err(|source| Error::Root {
-                path: self.root.clone(),
-                source,
-            })?;
+            let target = self.tempdir()?;
             let guard = snapshot::mount::mount_all(&mounts, target.path())?;
             let out = f(target.path());
             guard.release()?;
@@ -222,4 +252,52 @@ impl Worker {
         self.snapshotter.remove(&view_key)?;
         result
     }
+}
+
+/// Detaches every mount under `tmp` and empties it (creating it if missing); returns how
+/// many mounts were detached and how many entries removed. Blocking.
+fn reclaim_tmp(tmp: &Path) -> Result<(usize, usize)> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Root { path, source }
+    };
+    std::fs::create_dir_all(tmp).map_err(io(tmp))?;
+    // Detach first: removing a directory tree would delete through a mount into the
+    // snapshot mounted there. This fails if any mount stays, so nothing below is mounted
+    // when the entries go.
+    let unmounted = snapshot::mount::unmount_all_under(tmp)?;
+    for p in &unmounted {
+        tracing::info!(mount = %p.display(), "detached stale temporary mount");
+    }
+    let mut removed = 0;
+    for entry in std::fs::read_dir(tmp).map_err(io(tmp))? {
+        let path = entry.map_err(io(tmp))?.path();
+        let r = match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path),
+            Ok(_) => std::fs::remove_file(&path),
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&path)(e)),
+        }
+    }
+    Ok((unmounted.len(), removed))
+}
+
+/// Removes every snapshot that is not committed: writable snapshots being prepared and
+/// read-only views exist only for an operation of a running process, so at start-up they
+/// are garbage (their data was never a result). Returns their keys. Blocking.
+fn remove_uncommitted(s: &dyn Snapshotter) -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for info in s.list()? {
+        if info.kind == Kind::Committed {
+            continue;
+        }
+        s.remove(&info.key)?;
+        tracing::info!(key = %info.key, kind = %info.kind, "removed uncommitted snapshot");
+        removed.push(info.key);
+    }
+    Ok(removed)
 }

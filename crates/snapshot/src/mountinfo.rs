@@ -1,6 +1,6 @@
 //! Which mounts exist below a directory, from `/proc/self/mountinfo`: used before
-//! removing a bundle (never delete through a mount) and to find mounts a crashed daemon
-//! left behind.
+//! removing a directory that may hold mount points (never delete through a mount) and to
+//! find mounts a crashed daemon left behind.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -9,7 +9,7 @@ const MOUNTINFO: &str = "/proc/self/mountinfo";
 
 /// The mount points in `mountinfo` text (field 5 of each line, octal escapes decoded),
 /// in file order (parents before children).
-pub(crate) fn mount_points(mountinfo: &str) -> Vec<PathBuf> {
+pub fn mount_points(mountinfo: &str) -> Vec<PathBuf> {
     mountinfo
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
@@ -19,7 +19,7 @@ pub(crate) fn mount_points(mountinfo: &str) -> Vec<PathBuf> {
 
 /// Mount points at or below `dir` in this process's mount namespace, deepest first (the
 /// order to unmount them in).
-pub(crate) fn mounts_under(dir: &Path) -> io::Result<Vec<PathBuf>> {
+pub fn mounts_under(dir: &Path) -> io::Result<Vec<PathBuf>> {
     let text = std::fs::read_to_string(MOUNTINFO)?;
     Ok(under(&mount_points(&text), dir))
 }
