@@ -1,238 +1,191 @@
-//! `--progress=plain` output, as upstream prints it:
+//! Showing a build's progress stream, in upstream's `--progress` modes:
 //!
-//! ```text
-//! #1 [2/3] RUN echo hi
-//! #1 0.215 hi
-//! #1 DONE 0.3s
+//! - `plain` ([`PlainPrinter`]): `#N` lines, one per event, for logs and CI;
+//! - `tty` ([`TtyDisplay`]): a frame redrawn in place on a terminal;
+//! - `rawjson` ([`rawjson::to_json`]): each message as a line of upstream's JSON;
+//! - `quiet`: nothing;
+//! - `auto`: `tty` when standard error is a terminal, else `plain`.
 //!
-//! #2 [1/3] FROM docker.io/library/busybox
-//! #2 CACHED
-//! ```
-//!
-//! A pure state machine over `StatusResponse` messages: feed it messages, print what it
-//! returns. Vertices are numbered in the order they first appear.
+//! Everything here is pure: the printers take messages and clock readings and return the
+//! text to write; [`Display`] wraps them behind one interface. Writing is the caller's.
+//! `plain` and `tty` end with a summary of the failed steps and their last output lines.
 
-use std::collections::HashMap;
+mod plain;
+pub mod rawjson;
+mod trace;
+mod tty;
+mod units;
+
+use std::time::SystemTime;
 
 use proto::control::StatusResponse;
 
-fn secs(t: &prost_types::Timestamp) -> f64 {
-    t.seconds as f64 + f64::from(t.nanos) / 1e9
+pub use plain::PlainPrinter;
+pub use tty::{TtyDisplay, TtyOptions, terminal_size};
+
+/// A progress mode, with `auto` already decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Tty,
+    Plain,
+    RawJson,
+    Quiet,
 }
 
-#[derive(Debug, Default)]
-struct VertexState {
-    index: usize,
-    name: String,
-    started: Option<f64>,
-    header: bool,
-    finished: bool,
+/// Why a `--progress` value cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ModeError {
+    #[error("expected auto, tty, plain, rawjson or quiet")]
+    Unknown,
+    /// Upstream refuses `tty` without a terminal too: redrawing escapes would only
+    /// garble a file or a pipe.
+    #[error("standard error is not a terminal")]
+    NotATerminal,
 }
 
-/// The plain progress printer.
-#[derive(Debug, Default)]
-pub struct PlainPrinter {
-    vertices: HashMap<String, VertexState>,
-    next: usize,
-    /// The vertex whose lines were printed last (a blank line separates vertices).
-    last: Option<String>,
-    errors: Vec<String>,
+impl Mode {
+    /// The mode named `name` (as `--progress` takes it), given whether standard error,
+    /// where progress goes, is a terminal.
+    pub fn select(name: &str, stderr_is_terminal: bool) -> Result<Mode, ModeError> {
+        match name {
+            "auto" if stderr_is_terminal => Ok(Mode::Tty),
+            "auto" | "plain" => Ok(Mode::Plain),
+            "tty" if stderr_is_terminal => Ok(Mode::Tty),
+            "tty" => Err(ModeError::NotATerminal),
+            "rawjson" => Ok(Mode::RawJson),
+            "quiet" => Ok(Mode::Quiet),
+            _ => Err(ModeError::Unknown),
+        }
+    }
 }
 
-impl PlainPrinter {
-    pub fn new() -> PlainPrinter {
-        PlainPrinter::default()
-    }
+/// Any of the modes behind one interface: [`Display::update`] for each message,
+/// [`Display::tick`] periodically when [`Display::wants_ticks`], [`Display::finish`] once
+/// the stream ends. Each returns the text to write to standard error.
+#[derive(Debug)]
+pub enum Display {
+    Tty(TtyDisplay),
+    Plain(PlainPrinter),
+    RawJson,
+    Quiet,
+}
 
-    fn state(&mut self, digest: &str) -> &mut VertexState {
-        if !self.vertices.contains_key(digest) {
-            self.next += 1;
-            self.vertices.insert(
-                digest.to_string(),
-                VertexState {
-                    index: self.next,
-                    ..VertexState::default()
-                },
-            );
-        }
-        self.vertices
-            .get_mut(digest)
-            .unwrap_or_else(|| unreachable!("inserted above"))
-    }
-
-    fn switch_to(&mut self, digest: &str, out: &mut String) {
-        if self.last.as_deref() != Some(digest) {
-            if self.last.is_some() && !out.ends_with("\n\n") {
-                out.push('\n');
-            }
-            self.last = Some(digest.to_string());
+impl Display {
+    /// A display for `mode`; a tty display takes its size and colours from the
+    /// environment ([`TtyOptions::from_env`]).
+    pub fn new(mode: Mode) -> Display {
+        match mode {
+            Mode::Tty => Display::Tty(TtyDisplay::new(TtyOptions::from_env())),
+            Mode::Plain => Display::Plain(PlainPrinter::new()),
+            Mode::RawJson => Display::RawJson,
+            Mode::Quiet => Display::Quiet,
         }
     }
 
-    fn header(&mut self, digest: &str, out: &mut String) {
-        self.switch_to(digest, out);
-        let v = self.state(digest);
-        if !v.header {
-            v.header = true;
-            out.push_str(&format!("#{} {}\n", v.index, v.name));
+    /// Only the tty display changes without messages (its clocks run).
+    pub fn wants_ticks(&self) -> bool {
+        matches!(self, Display::Tty(_))
+    }
+
+    /// The terminal changed size (only the tty display cares).
+    pub fn resize(&mut self, width: usize, height: usize) {
+        if let Display::Tty(d) = self {
+            d.resize(width, height);
         }
     }
 
-    /// The text to print for one message.
-    pub fn update(&mut self, msg: &StatusResponse) -> String {
-        let mut out = String::new();
-        for v in &msg.vertexes {
-            let st = self.state(&v.digest);
-            if !v.name.is_empty() {
-                st.name = v.name.clone();
-            }
-            if st.finished {
-                continue;
-            }
-            if let Some(t) = &v.started {
-                st.started.get_or_insert(secs(t));
-            }
-            if v.cached {
-                self.header(&v.digest, &mut out);
-                let st = self.state(&v.digest);
-                st.finished = true;
-                out.push_str(&format!("#{} CACHED\n", st.index));
-                continue;
-            }
-            if v.started.is_some() || v.completed.is_some() {
-                self.header(&v.digest, &mut out);
-            }
-            if let Some(done) = &v.completed {
-                let st = self.state(&v.digest);
-                st.finished = true;
-                let index = st.index;
-                let took = st.started.map_or(0.0, |s| (secs(done) - s).max(0.0));
-                if v.error.is_empty() {
-                    out.push_str(&format!("#{index} DONE {took:.1}s\n"));
-                } else {
-                    out.push_str(&format!("#{index} ERROR: {}\n", v.error));
-                    self.errors.push(v.error.clone());
-                }
-            }
+    pub fn update(&mut self, msg: &StatusResponse, now: SystemTime) -> String {
+        match self {
+            Display::Tty(d) => d.update(msg, now),
+            Display::Plain(p) => p.update(msg),
+            // a message Go could not encode is skipped, as upstream's encoder does
+            Display::RawJson => rawjson::to_json(msg).unwrap_or_default(),
+            Display::Quiet => String::new(),
         }
-        for s in &msg.statuses {
-            self.header(&s.vertex, &mut out);
-            let index = self.state(&s.vertex).index;
-            let name = if s.name.is_empty() { &s.id } else { &s.name };
-            let done = if s.completed.is_some() { " done" } else { "" };
-            if s.total > 0 {
-                out.push_str(&format!(
-                    "#{index} {name} {} / {}{done}\n",
-                    s.current, s.total
-                ));
-            } else {
-                out.push_str(&format!("#{index} {name} {}{done}\n", s.current));
-            }
-        }
-        for l in &msg.logs {
-            self.header(&l.vertex, &mut out);
-            let st = self.state(&l.vertex);
-            let at = match (&l.timestamp, st.started) {
-                (Some(t), Some(s)) => (secs(t) - s).max(0.0),
-                _ => 0.0,
-            };
-            let index = st.index;
-            for line in String::from_utf8_lossy(&l.msg).lines() {
-                out.push_str(&format!("#{index} {at:.3} {line}\n"));
-            }
-        }
-        out
     }
 
-    /// The errors seen, in order.
-    pub fn errors(&self) -> &[String] {
-        &self.errors
+    pub fn tick(&mut self, now: SystemTime) -> String {
+        match self {
+            Display::Tty(d) => d.tick(now),
+            _ => String::new(),
+        }
+    }
+
+    /// The last text: the final frame (tty) and the summary of failed steps (tty, plain).
+    pub fn finish(&mut self, now: SystemTime) -> String {
+        match self {
+            Display::Tty(d) => d.finish(now),
+            Display::Plain(p) => p.finish(),
+            Display::RawJson | Display::Quiet => String::new(),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proto::control::{Vertex, VertexLog};
+    use trace::tests::{log, vertex};
 
-    fn ts(s: f64) -> Option<prost_types::Timestamp> {
-        Some(prost_types::Timestamp {
-            seconds: s as i64,
-            nanos: ((s.fract()) * 1e9) as i32,
-        })
+    #[test]
+    fn modes_are_chosen_like_upstream() {
+        assert_eq!(Mode::select("auto", true), Ok(Mode::Tty));
+        assert_eq!(Mode::select("auto", false), Ok(Mode::Plain));
+        assert_eq!(Mode::select("tty", true), Ok(Mode::Tty));
+        assert_eq!(Mode::select("tty", false), Err(ModeError::NotATerminal));
+        assert_eq!(Mode::select("plain", true), Ok(Mode::Plain));
+        assert_eq!(Mode::select("rawjson", true), Ok(Mode::RawJson));
+        assert_eq!(Mode::select("quiet", false), Ok(Mode::Quiet));
+        assert_eq!(Mode::select("fancy", true), Err(ModeError::Unknown));
     }
 
-    fn vertex(
-        d: &str,
-        name: &str,
-        started: Option<f64>,
-        done: Option<f64>,
-        cached: bool,
-        err: &str,
-    ) -> StatusResponse {
-        StatusResponse {
-            vertexes: vec![Vertex {
-                digest: d.into(),
-                name: name.into(),
-                started: started.and_then(ts),
-                completed: done.and_then(ts),
-                cached,
-                error: err.into(),
-                ..Vertex::default()
-            }],
-            ..StatusResponse::default()
-        }
+    fn failing_build() -> Vec<StatusResponse> {
+        vec![
+            vertex(
+                "a",
+                "/bin/sh -c echo oops; exit 3",
+                Some(1.0),
+                None,
+                false,
+                "",
+            ),
+            log("a", 1.5, "oops\n"),
+            vertex(
+                "a",
+                "/bin/sh -c echo oops; exit 3",
+                Some(1.0),
+                Some(2.0),
+                false,
+                "process \"/bin/sh -c echo oops; exit 3\" did not complete successfully: exit code: 3",
+            ),
+        ]
+    }
+
+    fn play(mut d: Display) -> String {
+        let now = SystemTime::UNIX_EPOCH;
+        let mut out: String = failing_build().iter().map(|m| d.update(m, now)).collect();
+        out += &d.tick(now);
+        out += &d.finish(now);
+        out
     }
 
     #[test]
-    fn prints_like_upstream_plain() {
-        let mut p = PlainPrinter::new();
-        let mut out = String::new();
-        out += &p.update(&vertex(
-            "a",
-            "[1/2] FROM busybox",
-            Some(10.0),
-            Some(10.0),
-            true,
-            "",
-        ));
-        out += &p.update(&vertex(
-            "b",
-            "[2/2] RUN echo hi",
-            Some(10.0),
-            None,
-            false,
-            "",
-        ));
-        out += &p.update(&StatusResponse {
-            logs: vec![VertexLog {
-                vertex: "b".into(),
-                timestamp: ts(10.25),
-                stream: 1,
-                msg: b"hi\n".to_vec(),
-            }],
-            ..StatusResponse::default()
-        });
-        out += &p.update(&vertex(
-            "b",
-            "[2/2] RUN echo hi",
-            Some(10.0),
-            Some(10.3),
-            false,
-            "",
-        ));
-        out += &p.update(&vertex(
-            "c",
-            "broken",
-            Some(11.0),
-            Some(11.5),
-            false,
-            "exit code: 1",
-        ));
-        assert_eq!(
-            out,
-            "#1 [1/2] FROM busybox\n#1 CACHED\n\n#2 [2/2] RUN echo hi\n#2 0.250 hi\n#2 DONE 0.3s\n\n#3 broken\n#3 ERROR: exit code: 1\n"
+    fn human_modes_end_with_the_failed_step_and_its_output() {
+        let summary = "------\n > /bin/sh -c echo oops; exit 3:\n0.500 oops\n------\n";
+        let plain = play(Display::new(Mode::Plain));
+        assert!(
+            plain.ends_with(&format!("exit code: 3\n{summary}")),
+            "{plain}"
         );
-        assert_eq!(p.errors(), ["exit code: 1"]);
+        let tty = play(Display::Tty(TtyDisplay::new(TtyOptions::default())));
+        assert!(tty.ends_with(summary), "{tty}");
+    }
+
+    #[test]
+    fn machine_and_quiet_modes_print_no_summary() {
+        let json = play(Display::new(Mode::RawJson));
+        assert_eq!(json.lines().count(), 3);
+        assert!(json.lines().all(|l| l.starts_with('{') && l.ends_with('}')));
+        assert!(!json.contains("------"));
+        assert_eq!(play(Display::new(Mode::Quiet)), "");
     }
 }

@@ -1,6 +1,7 @@
 //! `buildctl build`: solve a build on the daemon and print its progress.
 //!
-//! An LLB definition on standard input (no `--frontend`), progress `plain`/`quiet`. A
+//! An LLB definition on standard input (no `--frontend`), progress in any of upstream's
+//! modes (`auto`, `tty`, `plain`, `rawjson`, `quiet`) on standard error. A
 //! session carries `--local` directories to the daemon, results back for `--output
 //! type=local|tar`, and `--secret` values. Frontends go to the daemon, which says whether
 //! it has them.
@@ -65,13 +66,11 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs) -> anyhow::Result<()> {
     if !args.secrets.is_empty() {
         session.allow(session::SecretsProvider::new(secrets(&args.secrets)?));
     }
-    let quiet = match args.progress.as_str() {
-        "quiet" => true,
-        // tty redrawing is not built yet: auto and tty print plain lines
-        "auto" | "plain" | "tty" => false,
-        "rawjson" => bail!("--progress rawjson is not supported yet"),
-        other => bail!("--progress {other}: expected auto, tty, plain, rawjson or quiet"),
-    };
+    // Progress goes to standard error (standard output may carry a tar): auto redraws
+    // in place only when that is a terminal.
+    let stderr_is_terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mode = client::progress::Mode::select(&args.progress, stderr_is_terminal)
+        .map_err(|e| anyhow::anyhow!("--progress {}: {e}", args.progress))?;
     let mut frontend_attrs = std::collections::BTreeMap::new();
     for o in &args.opts {
         let (k, v) = o
@@ -112,15 +111,32 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs) -> anyhow::Result<()> {
             .status(StatusRequest { r#ref: status_ref })
             .await?
             .into_inner();
-        let mut p = client::progress::PlainPrinter::new();
+        let mut display = client::progress::Display::new(mode);
         let mut err = std::io::stderr();
-        while let Some(msg) = stream.message().await? {
-            if !quiet {
-                let text = p.update(&msg);
-                let _ = err.write_all(text.as_bytes());
-            }
-        }
-        Ok::<(), tonic::Status>(())
+        // The tty display also redraws on a clock, so running times advance while a step
+        // is silent; a frame is at most ~100 ms old. `message()` only polls the stream,
+        // which keeps its own buffer: a tick winning the race loses no message.
+        let mut ticker = tokio::time::interval(Duration::from_millis(100));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let ended = loop {
+            let text = tokio::select! {
+                msg = stream.message() => match msg {
+                    Ok(Some(msg)) => display.update(&msg, std::time::SystemTime::now()),
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(e),
+                },
+                _ = ticker.tick(), if display.wants_ticks() => {
+                    if let Some((width, height)) = client::progress::terminal_size() {
+                        display.resize(width, height);
+                    }
+                    display.tick(std::time::SystemTime::now())
+                }
+            };
+            let _ = err.write_all(text.as_bytes());
+        };
+        // the final frame and the failed steps' output, even if the stream broke off
+        let _ = err.write_all(display.finish(std::time::SystemTime::now()).as_bytes());
+        ended
     });
     let solved = control
         .solve(SolveRequest {
