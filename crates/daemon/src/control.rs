@@ -81,7 +81,7 @@ impl Control for Controller {
         if req.r#ref.is_empty() {
             return Err(Status::invalid_argument("solve: a build ref is required"));
         }
-        if !req.frontend.is_empty() {
+        if !req.frontend.is_empty() && req.frontend != crate::frontend::DOCKERFILE_FRONTEND {
             return Err(unimplemented(&format!("frontend {:?}", req.frontend)));
         }
         if !req.exporter_deprecated.is_empty() {
@@ -102,25 +102,18 @@ impl Control for Controller {
                 "solve: exporters send results over a client session, and none was given",
             ));
         }
-        let def = req.definition.ok_or_else(|| {
-            Status::invalid_argument("solve: no definition and no frontend given")
-        })?;
-        let mut loaded = LoadedDefinition::load(def)
-            .map_err(|e| Status::invalid_argument(format!("invalid definition: {e}")))?;
-        // Local sources without a session of their own come from this build's session.
-        if !req.session.is_empty() {
-            for op in loaded.ops.values_mut() {
-                if let Some(proto::pb::op::Op::Source(s)) = &mut op.op.op
-                    && s.identifier.starts_with("local://")
-                {
-                    s.attrs
-                        .entry("local.session".into())
-                        .or_insert_with(|| req.session.clone());
-                }
-            }
-        }
-        let graph = ops::build_graph(&loaded, &self.ops)
-            .map_err(|e| Status::invalid_argument(format!("invalid definition: {e}")))?;
+        // Checked before any work starts, so a bad request fails fast and clearly.
+        let given = if req.frontend.is_empty() {
+            let def = req.definition.clone().ok_or_else(|| {
+                Status::invalid_argument("solve: no definition and no frontend given")
+            })?;
+            Some(
+                LoadedDefinition::load(def)
+                    .map_err(|e| Status::invalid_argument(format!("invalid definition: {e}")))?,
+            )
+        } else {
+            None
+        };
 
         let job = self.jobs.get(&req.r#ref);
         let (progress, mut rx) = Progress::channel();
@@ -132,22 +125,39 @@ impl Control for Controller {
         });
         let cancel = CancellationToken::new();
         let _guard = CancelOnDrop(cancel.clone());
-        let result = self.solver.solve(graph, false, progress, cancel).await;
-        let _ = forward.await;
-        let exported = match result {
-            Ok(r) if !req.exporters.is_empty() => {
-                match self.sessions.get(&req.session, crate::SESSION_WAIT).await {
-                    Ok(caller) => {
-                        crate::export::export(&self.ops, &caller, &req.exporters, &r).await
-                    }
-                    Err(e) => Err(e.to_status()),
+        let result = async {
+            let mut loaded = match given {
+                Some(l) => l,
+                None => {
+                    self.dockerfile_frontend(&req.frontend_attrs, &req.session, &progress, &cancel)
+                        .await?
+                        .definition
                 }
+            };
+            // Local sources without a session of their own come from this build's session.
+            crate::frontend::attach_session(&mut loaded, &req.session);
+            let graph = ops::build_graph(&loaded, &self.ops)
+                .map_err(|e| Status::invalid_argument(format!("invalid definition: {e}")))?;
+            let r = self
+                .solver
+                .solve(graph, false, progress.clone(), cancel.clone())
+                .await
+                .map_err(|e| solve_status(&e))?;
+            if !req.exporters.is_empty() {
+                let caller = self
+                    .sessions
+                    .get(&req.session, crate::SESSION_WAIT)
+                    .await
+                    .map_err(|e| e.to_status())?;
+                crate::export::export(&self.ops, &caller, &req.exporters, &r).await?;
             }
-            Ok(_) => Ok(()),
-            Err(e) => Err(solve_status(&e)),
-        };
+            Ok::<(), Status>(())
+        }
+        .await;
+        drop(progress);
+        let _ = forward.await;
         self.jobs.finish(&req.r#ref);
-        exported?;
+        result?;
         Ok(Response::new(SolveResponse::default()))
     }
 

@@ -8,17 +8,11 @@ pub(crate) fn unimplemented(what: &str) -> Status {
     Status::unimplemented(format!("{what} is not implemented yet in buildkit-rs"))
 }
 
-/// A failed solve: the vertex and its error, with the process's last output lines.
+/// A failed solve: the vertex and its error. The step's output is not repeated here: the
+/// client already has it from the progress stream and shows its last lines (as upstream).
 pub(crate) fn solve_status(e: &SolveError) -> Status {
     match e {
-        SolveError::Vertex { source, .. } => {
-            let mut msg = e.to_string();
-            for line in &source.details {
-                msg.push('\n');
-                msg.push_str(line);
-            }
-            Status::unknown(msg)
-        }
+        SolveError::Vertex { .. } => Status::unknown(e.to_string()),
         SolveError::Cancelled => Status::cancelled(e.to_string()),
         SolveError::Graph(_) => Status::invalid_argument(e.to_string()),
         _ => Status::internal(e.to_string()),

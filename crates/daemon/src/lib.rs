@@ -10,13 +10,14 @@ pub mod config;
 mod control;
 mod errors;
 mod export;
+mod frontend;
 mod jobs;
 mod listen;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ops::{LocalProvider, OpsContext, RefStore};
+use ops::{LocalProvider, OpsContext, RefStore, SyncStats};
 use solver::{Solver, SolverOptions};
 use worker::{Worker, WorkerOptions};
 
@@ -59,16 +60,40 @@ fn patterns(
     }
 }
 
+impl SessionLocal {
+    /// The build's session for local source `name`. Called on a blocking thread:
+    /// waiting for the async lookup here is fine.
+    fn caller(
+        &self,
+        name: &str,
+        attrs: &std::collections::BTreeMap<String, String>,
+    ) -> Result<session::Caller, String> {
+        let id = attrs
+            .get("local.session")
+            .ok_or_else(|| format!("local source {name:?}: no client session for it"))?;
+        self.runtime
+            .block_on(self.sessions.get(id, SESSION_WAIT))
+            .map_err(|e| format!("local source {name:?}: {e}"))
+    }
+}
+
 impl LocalProvider for SessionLocal {
+    fn shared_key(
+        &self,
+        name: &str,
+        attrs: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Option<String>, String> {
+        // The receiver updates an earlier copy in place, so each client (by its shared
+        // key) can keep one.
+        Ok(Some(self.caller(name, attrs)?.shared_key().to_string()))
+    }
+
     fn sync(
         &self,
         name: &str,
         attrs: &std::collections::BTreeMap<String, String>,
         dest: &std::path::Path,
-    ) -> Result<(), String> {
-        let id = attrs
-            .get("local.session")
-            .ok_or_else(|| format!("local source {name:?}: no client session for it"))?;
+    ) -> Result<SyncStats, String> {
         let opts = session::filesync::SyncOptions {
             name: name.to_string(),
             filter: session::fsutil::FilterOptions {
@@ -76,19 +101,28 @@ impl LocalProvider for SessionLocal {
                 exclude_patterns: patterns(attrs, "local.excludepatterns")?,
                 follow_paths: patterns(attrs, "local.followpaths")?,
             },
+            // The default receive compares by metadata and does not merge: `dest` may
+            // hold the previous build's copy, and what the client no longer has must go.
             ..Default::default()
         };
-        // Called on a blocking thread: waiting for the async transfer here is fine.
-        self.runtime.block_on(async {
-            let caller = self
-                .sessions
-                .get(id, SESSION_WAIT)
-                .await
-                .map_err(|e| format!("local source {name:?}: {e}"))?;
-            session::filesync::sync(&caller, dest, &opts)
-                .await
-                .map(|_| ())
-                .map_err(|e| format!("local source {name:?}: {e}"))
+        let caller = self.caller(name, attrs)?;
+        let stats = self
+            .runtime
+            .block_on(session::filesync::sync(&caller, dest, &opts))
+            .map_err(|e| format!("local source {name:?}: {e}"))?;
+        tracing::debug!(
+            name,
+            entries = stats.entries,
+            files = stats.files_requested,
+            bytes = stats.bytes_received,
+            deleted = stats.deleted,
+            "local source synced"
+        );
+        Ok(SyncStats {
+            entries: stats.entries,
+            files: stats.files_requested,
+            bytes: stats.bytes_received,
+            deleted: stats.deleted,
         })
     }
 }

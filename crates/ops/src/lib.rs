@@ -18,6 +18,7 @@ mod exec;
 mod file;
 mod graph;
 mod local;
+mod localsync;
 mod merge;
 mod mounted;
 mod source;
@@ -26,7 +27,7 @@ use std::sync::Arc;
 
 pub use cachemount::CacheMounts;
 pub use graph::{build_graph, vertex_name};
-pub use local::{DirProvider, LocalProvider};
+pub use local::{DirProvider, LocalProvider, SyncStats};
 pub use mounted::Mounted;
 
 use worker::Worker;
@@ -71,12 +72,14 @@ impl OpsContext {
     pub fn new(worker: Arc<Worker>, local: Arc<dyn LocalProvider>) -> Arc<OpsContext> {
         let hasher = contenthash::ContentHasher::new(worker.metadata.clone());
         let cache_mounts = CacheMounts::new(worker.root().join("cachemounts"));
-        Arc::new(OpsContext {
+        let ctx = Arc::new(OpsContext {
             worker,
             local,
             hasher,
             cache_mounts,
-        })
+        });
+        localsync::repin(&ctx);
+        ctx
     }
 
     /// A fresh snapshot key for a result.

@@ -1,5 +1,6 @@
 //! Source ops: `docker-image://` (pulled and unpacked by the worker) and `local://`
-//! (filled by the [`LocalProvider`]).
+//! (filled by the [`LocalProvider`](crate::LocalProvider), incrementally where it can:
+//! see [`localsync`]).
 
 use std::sync::Arc;
 
@@ -7,8 +8,7 @@ use oci::Digest;
 use proto::pb;
 use solver::{BoxFuture, CacheMap, Op, OpContext, OpError};
 
-use crate::mounted::Active;
-use crate::{OpsContext, Ref, blocking, op_err};
+use crate::{OpsContext, Ref, blocking, localsync, op_err};
 
 pub(crate) struct SourceOp {
     pub(crate) ctx: Arc<OpsContext>,
@@ -97,17 +97,23 @@ impl Op<Ref> for SourceOp {
             };
             let ops = self.ctx.clone();
             let attrs = self.source.attrs.clone();
-            let r = blocking(move || {
-                let active = Active::prepare(&ops, &Ref::scratch())?;
-                {
-                    let m = active.mount(&ops)?;
-                    ops.local
-                        .sync(&name, &attrs, m.path())
-                        .map_err(OpError::new)?;
-                }
-                active.commit()
-            })
-            .await?;
+            let started = std::time::SystemTime::now();
+            let (r, stats) = {
+                let name = name.clone();
+                blocking(move || localsync::sync(&ops, &name, &attrs)).await?
+            };
+            // Upstream's id, so its clients show the bytes after it; the name carries
+            // them already formatted for clients that print names.
+            let id = format!("transferring {name}:");
+            ctx.progress.status(
+                &ctx.vertex,
+                &id,
+                &format!("{id} {}", localsync::human_size(stats.bytes)),
+                i64::try_from(stats.bytes).unwrap_or(i64::MAX),
+                0,
+                started,
+                Some(std::time::SystemTime::now()),
+            );
             Ok(vec![r])
         })
     }

@@ -1,0 +1,252 @@
+//! The built-in `dockerfile.v0` frontend: reads the Dockerfile and `.dockerignore` from the
+//! client's session, resolves base images, and turns the Dockerfile into the LLB the
+//! solver then builds.
+//!
+//! Frontend options (`--opt`), as upstream names them: `filename` (default `Dockerfile`),
+//! `target`, `build-arg:NAME`, `platform` (one), `no-cache`, `contextkey` and
+//! `dockerfilekey` (the local names of the context and the Dockerfile's directory,
+//! default `context` and `dockerfile`). Other options are ignored, as upstream ignores
+//! options it does not know.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::SystemTime;
+
+use dockerfile::convert::{ConvertOptions, Converter, ResolvedImage};
+use llb::{LoadedDefinition, MarshalOptions, OpOptions, Platform};
+use ops::Ref;
+use solver::Progress;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+use crate::control::Controller;
+use crate::errors::solve_status;
+
+pub(crate) const DOCKERFILE_FRONTEND: &str = "dockerfile.v0";
+
+/// The frontend's result: the build's LLB and the image config of the target stage.
+pub(crate) struct Frontend {
+    pub(crate) definition: LoadedDefinition,
+    /// The image config of the target; the image exporter writes it.
+    #[allow(dead_code)]
+    pub(crate) image_config: Vec<u8>,
+}
+
+fn invalid(msg: impl Into<String>) -> Status {
+    Status::invalid_argument(msg.into())
+}
+
+/// Gives every `local://` source of `def` the client session `session` unless it names
+/// one itself.
+pub(crate) fn attach_session(def: &mut LoadedDefinition, session: &str) {
+    if session.is_empty() {
+        return;
+    }
+    for op in def.ops.values_mut() {
+        if let Some(proto::pb::op::Op::Source(s)) = &mut op.op.op
+            && s.identifier.starts_with("local://")
+        {
+            s.attrs
+                .entry("local.session".into())
+                .or_insert_with(|| session.to_string());
+        }
+    }
+}
+
+impl Controller {
+    /// Solves a small LLB graph on the way to the real build (loading the Dockerfile) and
+    /// returns its result.
+    async fn solve_state(
+        &self,
+        st: &llb::State,
+        session: &str,
+        progress: &Progress,
+        cancel: &CancellationToken,
+    ) -> Result<Ref, Status> {
+        let def = st
+            .marshal(&MarshalOptions::default())
+            .map_err(|e| Status::internal(format!("frontend LLB: {e}")))?;
+        let mut loaded = LoadedDefinition::load(def)
+            .map_err(|e| Status::internal(format!("frontend LLB: {e}")))?;
+        attach_session(&mut loaded, session);
+        let graph = ops::build_graph(&loaded, &self.ops)
+            .map_err(|e| Status::internal(format!("frontend LLB: {e}")))?;
+        self.solver
+            .solve(graph, false, progress.clone(), cancel.clone())
+            .await
+            .map_err(|e| solve_status(&e))
+    }
+
+    /// Reads `names` from the root of `r`; a missing file is `None`.
+    async fn read_files(&self, r: Ref, names: Vec<String>) -> Result<Vec<Option<Vec<u8>>>, Status> {
+        let ops = self.ops.clone();
+        tokio::task::spawn_blocking(move || {
+            let view = ops::mount_view(&ops, &r).map_err(|e| Status::internal(e.to_string()))?;
+            let mut out = Vec::new();
+            for n in names {
+                let p = view.path().join(n.trim_start_matches('/'));
+                match std::fs::read(&p) {
+                    Ok(b) => out.push(Some(b)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => out.push(None),
+                    Err(e) => return Err(invalid(format!("reading {n}: {e}"))),
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+    }
+
+    /// Runs the Dockerfile frontend for a Solve request.
+    pub(crate) async fn dockerfile_frontend(
+        &self,
+        attrs: &BTreeMap<String, String>,
+        session: &str,
+        progress: &Progress,
+        cancel: &CancellationToken,
+    ) -> Result<Frontend, Status> {
+        if session.is_empty() {
+            return Err(invalid(
+                "dockerfile.v0: the Dockerfile and context come from a client session, and none was given",
+            ));
+        }
+        let filename = attrs
+            .get("filename")
+            .map(String::as_str)
+            .filter(|f| !f.is_empty())
+            .unwrap_or(dockerfile::DEFAULT_FILE_NAME)
+            .to_string();
+        let dockerfile_local = attrs
+            .get("dockerfilekey")
+            .cloned()
+            .unwrap_or_else(|| "dockerfile".into());
+        let context_local = attrs
+            .get("contextkey")
+            .cloned()
+            .unwrap_or_else(|| "context".into());
+        let target_platform = match attrs.get("platform").map(String::as_str) {
+            None | Some("") => Platform::host(),
+            Some(p) if p.contains(',') => {
+                return Err(Status::unimplemented(format!(
+                    "platform {p}: multi-platform builds are not supported yet"
+                )));
+            }
+            Some(p) => Platform::parse(p)
+                .map_err(|e| invalid(format!("--opt platform={p}: {e}")))?
+                .normalized(),
+        };
+
+        // The Dockerfile, and a Dockerfile-specific ignore file next to it.
+        let own_ignore = format!("{filename}.dockerignore");
+        let load = llb::Local::new(&dockerfile_local)
+            .include_patterns([filename.clone(), own_ignore.clone()])
+            .shared_key_hint(&dockerfile_local)
+            .options(
+                OpOptions::new()
+                    .custom_name(format!("[internal] load build definition from {filename}")),
+            )
+            .state();
+        let r = self.solve_state(&load, session, progress, cancel).await?;
+        let mut files = self
+            .read_files(r, vec![filename.clone(), own_ignore])
+            .await?
+            .into_iter();
+        let text = files.next().flatten().ok_or_else(|| {
+            invalid(format!(
+                "failed to read dockerfile: {filename}: not found in the local directory {dockerfile_local:?}"
+            ))
+        })?;
+        let text = String::from_utf8(text)
+            .map_err(|_| invalid(format!("{filename}: the Dockerfile is not UTF-8 text")))?;
+        let ignore = match files.next().flatten() {
+            Some(b) => Some(b),
+            None => {
+                let load = llb::Local::new(&context_local)
+                    .include_patterns([".dockerignore"])
+                    .shared_key_hint(&context_local)
+                    .options(OpOptions::new().custom_name("[internal] load .dockerignore"))
+                    .state();
+                let r = self.solve_state(&load, session, progress, cancel).await?;
+                self.read_files(r, vec![".dockerignore".into()])
+                    .await?
+                    .pop()
+                    .flatten()
+            }
+        };
+        let excludes = match ignore {
+            Some(b) => dockerfile::dockerignore::parse(&String::from_utf8_lossy(&b)),
+            None => Vec::new(),
+        };
+
+        let df = dockerfile::parse_named(&text, &filename).map_err(|e| invalid(e.to_string()))?;
+        let build_args = attrs
+            .iter()
+            .filter_map(|(k, v)| {
+                k.strip_prefix("build-arg:")
+                    .map(|k| (k.to_string(), v.clone()))
+            })
+            .collect();
+        let conv = Converter::new(
+            &df,
+            ConvertOptions {
+                file_name: filename.clone(),
+                target: attrs.get("target").filter(|t| !t.is_empty()).cloned(),
+                build_args,
+                target_platform: target_platform.clone(),
+                build_platform: Platform::host(),
+                context_name: context_local,
+                context_excludes: excludes,
+                ignore_cache: attrs.contains_key("no-cache"),
+            },
+        )
+        .map_err(|e| invalid(e.to_string()))?;
+
+        // Base images: resolved together, each shown as a step.
+        let file = filename.as_str();
+        let lookups = conv.images().into_iter().map(|req| async move {
+            let name = format!("[internal] load metadata for {}", req.reference);
+            let id = llb::digest_of(format!("{name} {}", req.platform).as_bytes());
+            let started = SystemTime::now();
+            progress.step(&id, &name, started, None, None);
+            let res = self
+                .ops
+                .worker
+                .registry
+                .resolve_config(&req.reference, &req.platform)
+                .await;
+            let error = res.as_ref().err().map(|e| e.to_string());
+            progress.step(&id, &name, started, Some(SystemTime::now()), error);
+            res.map(|(digest, config)| {
+                (
+                    req.reference.clone(),
+                    ResolvedImage {
+                        digest: digest.to_string(),
+                        config,
+                    },
+                )
+            })
+            .map_err(|e| invalid(format!("{file}: base image {}: {e}", req.reference)))
+        });
+        let resolved: HashMap<String, ResolvedImage> = futures::future::try_join_all(lookups)
+            .await?
+            .into_iter()
+            .collect();
+
+        let out = conv
+            .convert(&resolved)
+            .map_err(|e| invalid(e.to_string()))?;
+        let def = out
+            .state
+            .marshal(&MarshalOptions {
+                platform: Some(target_platform),
+                server_sets_default_path: Some(true),
+                ..MarshalOptions::default()
+            })
+            .map_err(|e| Status::internal(format!("{filename}: LLB: {e}")))?;
+        let definition = LoadedDefinition::load(def)
+            .map_err(|e| Status::internal(format!("{filename}: LLB: {e}")))?;
+        Ok(Frontend {
+            definition,
+            image_config: out.image.to_json(),
+        })
+    }
+}

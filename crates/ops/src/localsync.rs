@@ -1,0 +1,666 @@
+//! Incremental `local://` sources: each source keeps a directory under
+//! `<root>/local-sources/<key>` that its provider brings up to date build after build (the
+//! session's receiver only asks for files whose metadata changed and deletes what is
+//! gone), and the result ref made from it is remembered, so an unchanged context costs
+//! neither a transfer nor a copy.
+//!
+//! - The key is the sha256 of the source name, its `local.sharedkeyhint`, the provider's
+//!   shared key (the client session's) and its include/exclude/follow patterns: a
+//!   directory only ever receives one filtered view of one client's directory, because
+//!   syncing another view into it would delete what the first one needs.
+//! - One build at a time uses a key's directory (an in-process set of busy directories:
+//!   one daemon owns the root). A second concurrent build syncs into a fresh snapshot
+//!   instead of waiting, so a slow transfer never holds up another build; it only loses
+//!   the incremental transfer, as upstream does when its mutable ref is busy.
+//! - The key → ref mapping (with a fingerprint of the directory's metadata when the ref
+//!   was made) lives in the metadata DB (table `ops.local-sources`), so it survives
+//!   restarts. The mapped ref is pinned by a read-only view snapshot named
+//!   `local-source/<key>`: the snapshotter refuses to remove a snapshot that has
+//!   children, so whatever prunes snapshots cannot take the ref while it is mapped. A
+//!   ref is reused only while that view still exists with it as parent. Opening the
+//!   worker reclaims views, so [`repin`] puts the pins back when the ops context is
+//!   created, before any build or prune can run.
+//! - A changed sync produces a new snapshot filled by a metadata-preserving copy of the
+//!   directory (`fileop::copy`: owners, modes, times, xattrs, hard links; file data with
+//!   `copy_file_range`, so reflinked where the filesystem can). Hard links into the
+//!   snapshot would be cheaper, and the receiver would allow them (it never writes into
+//!   an existing file: changed files are removed and created anew with `O_EXCL`), but
+//!   `link(2)` fails across the snapshot's mount point, and writing into the snapshot's
+//!   backing directory behind the snapshotter's back is not worth the saving.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use metadata::MetadataStore;
+use oci::Digest;
+use proto::pb;
+use sha2::{Digest as _, Sha256};
+use snapshot::Snapshotter;
+use solver::OpError;
+
+use crate::local::{SyncStats, patterns};
+use crate::mounted::Active;
+use crate::{OpsContext, Ref, op_err};
+
+/// Where the directories live, under the worker root.
+const DIR: &str = "local-sources";
+/// The metadata table of key → mapping.
+const TABLE: &str = "ops.local-sources";
+/// Prefix of the view snapshots that pin mapped refs.
+const HOLD_PREFIX: &str = "local-source/";
+
+/// The key of a local source's directory (hex sha256); see the module documentation.
+pub(crate) fn source_key(
+    name: &str,
+    attrs: &BTreeMap<String, String>,
+    shared_key: &str,
+) -> Result<String, String> {
+    let hint = attrs.get("local.sharedkeyhint").map_or("", String::as_str);
+    // A JSON array keeps the fields apart whatever they contain. Patterns are compared
+    // as given: reordered patterns only cost a separate directory.
+    let material = serde_json::json!([
+        "local-source/v1",
+        name,
+        hint,
+        shared_key,
+        patterns(attrs, "local.includepattern")?,
+        patterns(attrs, "local.excludepatterns")?,
+        patterns(attrs, "local.followpaths")?,
+    ]);
+    Ok(Digest::of(material.to_string().as_bytes()).hex())
+}
+
+/// Directories in use by a build, by path.
+static BUSY: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+/// Exclusive use of a source directory, given back when dropped.
+#[derive(Debug)]
+pub(crate) struct Lease {
+    path: PathBuf,
+}
+
+impl Lease {
+    /// Takes `path` unless another build is using it.
+    pub(crate) fn try_take(path: &Path) -> Option<Lease> {
+        let mut busy = BUSY.lock().unwrap_or_else(|e| e.into_inner());
+        busy.insert(path.to_path_buf()).then(|| Lease {
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        BUSY.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.path);
+    }
+}
+
+/// A digest of every entry's path and the metadata the receiver compares (type, mode,
+/// owner, size, modification time, link target, device numbers) below `dir`, not
+/// counting `dir` itself (nothing syncs its metadata). Equal fingerprints mean the
+/// receiver left the tree as it was when the fingerprint was taken.
+pub(crate) fn fingerprint(dir: &Path) -> std::io::Result<String> {
+    let mut h = Sha256::new();
+    let mut pending = vec![PathBuf::new()];
+    while let Some(rel) = pending.pop() {
+        let mut names: Vec<_> = std::fs::read_dir(dir.join(&rel))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()?;
+        names.sort();
+        // Reversed so that the stack visits them in name order.
+        for name in names.into_iter().rev() {
+            let rel = rel.join(name);
+            let path = dir.join(&rel);
+            let md = std::fs::symlink_metadata(&path)?;
+            let path_bytes = rel.as_os_str().as_bytes();
+            h.update((path_bytes.len() as u64).to_le_bytes());
+            h.update(path_bytes);
+            h.update(md.mode().to_le_bytes());
+            h.update(md.uid().to_le_bytes());
+            h.update(md.gid().to_le_bytes());
+            // A directory's size depends on the filesystem, not on what was synced.
+            let size = if md.is_dir() { 0 } else { md.size() };
+            h.update(size.to_le_bytes());
+            h.update(md.mtime().to_le_bytes());
+            h.update(md.mtime_nsec().to_le_bytes());
+            h.update(md.rdev().to_le_bytes());
+            let target = if md.file_type().is_symlink() {
+                std::fs::read_link(&path)?.into_os_string().into_vec()
+            } else {
+                Vec::new()
+            };
+            h.update((target.len() as u64).to_le_bytes());
+            h.update(&target);
+            if md.is_dir() {
+                pending.push(rel);
+            }
+        }
+    }
+    Ok(format!("{:x}", h.finalize()))
+}
+
+/// The ref last made from a key's directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Mapping {
+    /// Its snapshot key.
+    pub(crate) snapshot: String,
+    /// The directory's [`fingerprint`] when it was made.
+    pub(crate) fingerprint: String,
+}
+
+impl Mapping {
+    fn encode(&self) -> Vec<u8> {
+        serde_json::json!({"ref": self.snapshot, "fingerprint": self.fingerprint})
+            .to_string()
+            .into_bytes()
+    }
+
+    /// `None` for a value this code did not write (treated as no mapping).
+    fn decode(bytes: &[u8]) -> Option<Mapping> {
+        let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+        Some(Mapping {
+            snapshot: v.get("ref")?.as_str()?.to_string(),
+            fingerprint: v.get("fingerprint")?.as_str()?.to_string(),
+        })
+    }
+}
+
+/// The ref to return again, if the sync changed nothing since `previous` was made:
+/// no file transferred, nothing deleted, the same entries with the same metadata, and
+/// the ref still pinned (`alive`).
+pub(crate) fn reusable<'a>(
+    stats: &SyncStats,
+    fingerprint: &str,
+    previous: Option<&'a Mapping>,
+    alive: impl FnOnce(&str) -> bool,
+) -> Option<&'a str> {
+    let previous = previous?;
+    let unchanged = stats.files == 0 && stats.deleted == 0 && previous.fingerprint == fingerprint;
+    (unchanged && alive(&previous.snapshot)).then_some(previous.snapshot.as_str())
+}
+
+fn hold_key(key: &str) -> String {
+    format!("{HOLD_PREFIX}{key}")
+}
+
+/// The key → ref mappings and the pins that keep their refs: the worker's snapshotter
+/// and metadata store.
+#[derive(Clone, Copy)]
+pub(crate) struct Pins<'a> {
+    snapshots: &'a dyn Snapshotter,
+    md: &'a dyn MetadataStore,
+}
+
+impl<'a> Pins<'a> {
+    pub(crate) fn new(snapshots: &'a dyn Snapshotter, md: &'a dyn MetadataStore) -> Pins<'a> {
+        Pins { snapshots, md }
+    }
+
+    fn of(ops: &'a OpsContext) -> Pins<'a> {
+        Pins::new(
+            ops.worker.snapshotter.as_ref(),
+            ops.worker.metadata.as_ref(),
+        )
+    }
+
+    /// The ref last made for `key` (a value this code did not write counts as none).
+    pub(crate) fn mapping(&self, key: &str) -> Option<Mapping> {
+        match self.md.get(TABLE, key.as_bytes()) {
+            Ok(v) => v.as_deref().and_then(Mapping::decode),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the local source mapping failed");
+                None
+            }
+        }
+    }
+
+    fn committed(&self, snapshot: &str) -> bool {
+        self.snapshots
+            .stat(snapshot)
+            .is_ok_and(|i| i.kind == snapshot::Kind::Committed)
+    }
+
+    /// Whether `snapshot` is committed and pinned for `key`.
+    pub(crate) fn pinned(&self, key: &str, snapshot: &str) -> bool {
+        let held = self
+            .snapshots
+            .stat(&hold_key(key))
+            .is_ok_and(|i| i.kind == snapshot::Kind::View && i.parent.as_deref() == Some(snapshot));
+        held && self.committed(snapshot)
+    }
+
+    /// Points the pin of `key` at committed `snapshot` (moving it off another one).
+    fn pin(&self, key: &str, snapshot: &str) -> Result<(), snapshot::Error> {
+        self.unpin(key)?;
+        self.snapshots
+            .view(&hold_key(key), Some(snapshot))
+            .map(|_| ())
+    }
+
+    fn unpin(&self, key: &str) -> Result<(), snapshot::Error> {
+        match self.snapshots.remove(&hold_key(key)) {
+            Ok(()) | Err(snapshot::Error::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Maps `key` to committed `snapshot`: moves the pin to it, then records the mapping.
+    /// A failure between the two leaves a mapping whose ref is not pinned, which
+    /// [`Pins::pinned`] refuses, so it is never reused.
+    pub(crate) fn remember(
+        &self,
+        key: &str,
+        snapshot: &str,
+        fingerprint: String,
+    ) -> Result<(), String> {
+        self.pin(key, snapshot).map_err(|e| e.to_string())?;
+        let mapping = Mapping {
+            snapshot: snapshot.to_string(),
+            fingerprint,
+        };
+        self.md
+            .put(TABLE, key.as_bytes(), &mapping.encode())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Restores "every mapped ref is pinned" when the worker opens: opening reclaims
+    /// views left by a previous process, pins included (and a crash can leave a pin
+    /// without its mapping). Mappings whose ref is gone are dropped with their pins.
+    /// Best effort: a mapping left unpinned is only never reused. Blocking.
+    pub(crate) fn repin(&self) {
+        let entries = match self.md.scan(TABLE, b"") {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list the local source mappings");
+                return;
+            }
+        };
+        for (key, value) in entries {
+            let key = String::from_utf8_lossy(&key).into_owned();
+            let result = match Mapping::decode(&value) {
+                Some(m) if self.pinned(&key, &m.snapshot) => continue,
+                Some(m) if self.committed(&m.snapshot) => {
+                    self.pin(&key, &m.snapshot).map_err(|e| e.to_string())
+                }
+                _ => self.unpin(&key).map_err(|e| e.to_string()).and_then(|()| {
+                    self.md
+                        .delete(TABLE, key.as_bytes())
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }),
+            };
+            if let Err(e) = result {
+                tracing::warn!(key, error = %e, "could not restore a local source mapping");
+            }
+        }
+    }
+}
+
+/// Puts back the pins of mapped refs; see [`Pins::repin`]. Blocking.
+pub(crate) fn repin(ops: &OpsContext) {
+    Pins::of(ops).repin();
+}
+
+/// Syncs local source `name` and returns its result and what was transferred. Blocking.
+pub(crate) fn sync(
+    ops: &OpsContext,
+    name: &str,
+    attrs: &BTreeMap<String, String>,
+) -> Result<(Ref, SyncStats), OpError> {
+    let Some(shared) = ops.local.shared_key(name, attrs).map_err(OpError::new)? else {
+        return sync_fresh(ops, name, attrs);
+    };
+    let key = source_key(name, attrs, &shared).map_err(OpError::new)?;
+    let base = ops.worker.root().join(DIR);
+    let dir = base.join(&key);
+    let Some(_lease) = Lease::try_take(&dir) else {
+        tracing::debug!(
+            name,
+            "another build is syncing this local source; syncing a fresh copy"
+        );
+        return sync_fresh(ops, name, attrs);
+    };
+    // Private: the copies keep the client's modes, setuid bits included.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&base)
+        .map_err(|e| op_err(format!("{}: {e}", base.display())))?;
+    let stats = ops.local.sync(name, attrs, &dir).map_err(OpError::new)?;
+    let fingerprint = match fingerprint(&dir) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            // Only costs the reuse: the copy below reports a real problem itself.
+            tracing::warn!(name, dir = %dir.display(), error = %e, "could not fingerprint a synced local source");
+            None
+        }
+    };
+    let pins = Pins::of(ops);
+    let previous = pins.mapping(&key);
+    if let Some(f) = &fingerprint
+        && let Some(snapshot) = reusable(&stats, f, previous.as_ref(), |s| pins.pinned(&key, s))
+    {
+        tracing::debug!(name, snapshot, "local source unchanged; reusing its ref");
+        return Ok((Ref::snapshot(snapshot), stats));
+    }
+    let r = commit_copy(ops, &dir)?;
+    if let (Some(f), Some(snapshot)) = (fingerprint, r.key())
+        && let Err(e) = pins.remember(&key, snapshot, f)
+    {
+        tracing::warn!(name, error = %e, "could not remember the ref of a local source; the next build copies it again");
+    }
+    Ok((r, stats))
+}
+
+/// Syncs into a new empty snapshot: for providers without a shared key, and when the
+/// key's directory is busy.
+fn sync_fresh(
+    ops: &OpsContext,
+    name: &str,
+    attrs: &BTreeMap<String, String>,
+) -> Result<(Ref, SyncStats), OpError> {
+    let active = Active::prepare(ops, &Ref::scratch())?;
+    let stats = {
+        let m = active.mount(ops)?;
+        ops.local
+            .sync(name, attrs, m.path())
+            .map_err(OpError::new)?
+    };
+    Ok((active.commit()?, stats))
+}
+
+/// A new snapshot holding a copy of `dir`.
+fn commit_copy(ops: &OpsContext, dir: &Path) -> Result<Ref, OpError> {
+    let active = Active::prepare(ops, &Ref::scratch())?;
+    {
+        let m = active.mount(ops)?;
+        let copy = pb::FileActionCopy {
+            src: "/".into(),
+            dest: "/".into(),
+            mode: -1,
+            timestamp: -1,
+            dir_copy_contents: true,
+            create_dest_path: true,
+            ..pb::FileActionCopy::default()
+        };
+        fileop::copy(dir, m.path(), &copy, None)
+            .map_err(|e| op_err(format!("copying the synced local source: {e}")))?;
+    }
+    active.commit()
+}
+
+/// A byte count as upstream's progress shows it: decimal units, three significant
+/// digits, no trailing zeros (`2B`, `1.23kB`, `524MB`).
+pub(crate) fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    let mut digits = three_digits(value);
+    // Rounding can carry into the next unit (999.7kB is 1MB); Go would print `1e+03kB`.
+    if digits == "1000" && unit + 1 < UNITS.len() {
+        digits = "1".into();
+        unit += 1;
+    }
+    format!("{digits}{}", UNITS[unit])
+}
+
+/// `value` (below 1000) with three significant digits, trailing zeros dropped.
+fn three_digits(value: f64) -> String {
+    let decimals = if value >= 100.0 {
+        0
+    } else if value >= 10.0 {
+        1
+    } else {
+        2
+    };
+    let s = format!("{value:.decimals$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn key_covers_name_hint_session_and_filters() {
+        let base = attrs(&[("local.session", "s1")]);
+        let k = source_key("context", &base, "shared").unwrap();
+        assert_eq!(k.len(), 64);
+        assert_eq!(k, source_key("context", &base, "shared").unwrap());
+        // What does not select content is not part of it: a new session of the same
+        // client reuses the directory.
+        let other_session = attrs(&[("local.session", "s2"), ("local.unique", "x")]);
+        assert_eq!(k, source_key("context", &other_session, "shared").unwrap());
+
+        let mut seen = BTreeSet::from([k]);
+        let variants = [
+            source_key("dockerfile", &base, "shared"),
+            source_key("context", &base, "other-client"),
+            source_key(
+                "context",
+                &attrs(&[("local.sharedkeyhint", "ctx")]),
+                "shared",
+            ),
+            source_key(
+                "context",
+                &attrs(&[("local.includepattern", r#"["*.go"]"#)]),
+                "shared",
+            ),
+            source_key(
+                "context",
+                &attrs(&[("local.excludepatterns", r#"["*.go"]"#)]),
+                "shared",
+            ),
+            source_key(
+                "context",
+                &attrs(&[("local.followpaths", r#"["*.go"]"#)]),
+                "shared",
+            ),
+            // Fields cannot run into each other.
+            source_key("context:", &base, "shared"),
+            source_key("context", &base, ":shared"),
+        ];
+        for v in variants {
+            assert!(seen.insert(v.unwrap()), "every variant gets its own key");
+        }
+        assert!(
+            source_key(
+                "context",
+                &attrs(&[("local.includepattern", "not json")]),
+                "k"
+            )
+            .unwrap_err()
+            .contains("local.includepattern")
+        );
+    }
+
+    #[test]
+    fn reuse_only_when_nothing_changed_and_the_ref_is_pinned() {
+        let prev = Mapping {
+            snapshot: "ref/1".into(),
+            fingerprint: "fp".into(),
+        };
+        let quiet = SyncStats {
+            entries: 5,
+            ..SyncStats::default()
+        };
+        assert_eq!(reusable(&quiet, "fp", Some(&prev), |_| true), Some("ref/1"));
+        let mut asked = None;
+        reusable(&quiet, "fp", Some(&prev), |s| {
+            asked = Some(s.to_string());
+            true
+        });
+        assert_eq!(asked.as_deref(), Some("ref/1"), "checks the mapped ref");
+
+        assert_eq!(reusable(&quiet, "fp", None, |_| true), None, "first build");
+        assert_eq!(
+            reusable(&quiet, "fp", Some(&prev), |_| false),
+            None,
+            "the ref is gone or no longer pinned"
+        );
+        assert_eq!(
+            reusable(&quiet, "other", Some(&prev), |_| true),
+            None,
+            "an entry was added or its metadata changed"
+        );
+        let transferred = SyncStats {
+            files: 1,
+            bytes: 0,
+            ..quiet
+        };
+        assert_eq!(
+            reusable(&transferred, "fp", Some(&prev), |_| true),
+            None,
+            "an (empty) file was written"
+        );
+        let deleted = SyncStats {
+            deleted: 1,
+            ..quiet
+        };
+        assert_eq!(reusable(&deleted, "fp", Some(&prev), |_| true), None);
+    }
+
+    #[test]
+    fn a_mapped_ref_stays_pinned_until_the_mapping_moves() {
+        let tmp = tempfile::tempdir().unwrap();
+        let md: std::sync::Arc<dyn MetadataStore> =
+            std::sync::Arc::new(metadata::MemStore::default());
+        let snaps = snapshot::NativeSnapshotter::new(tmp.path(), md.clone()).unwrap();
+        for i in 1..=3 {
+            snaps.prepare(&format!("a{i}"), None).unwrap();
+            snaps.commit(&format!("ref/{i}"), &format!("a{i}")).unwrap();
+        }
+        let pins = Pins::new(&snaps, md.as_ref());
+        assert_eq!(pins.mapping("k"), None);
+
+        pins.remember("k", "ref/1", "fp1".into()).unwrap();
+        assert!(pins.pinned("k", "ref/1"));
+        assert!(
+            matches!(snaps.remove("ref/1"), Err(snapshot::Error::HasChildren(_))),
+            "a mapped ref cannot be removed"
+        );
+        pins.remember("k", "ref/2", "fp2".into()).unwrap();
+        assert!(!pins.pinned("k", "ref/1"));
+        assert!(pins.pinned("k", "ref/2"));
+        snaps.remove("ref/1").unwrap();
+        assert_eq!(
+            pins.mapping("k"),
+            Some(Mapping {
+                snapshot: "ref/2".into(),
+                fingerprint: "fp2".into(),
+            })
+        );
+
+        // Opening the worker reclaims views: the pin comes back, and a mapping whose
+        // ref was lost meanwhile goes.
+        pins.remember("lost", "ref/3", "fp3".into()).unwrap();
+        snaps.remove(&hold_key("k")).unwrap();
+        snaps.remove(&hold_key("lost")).unwrap();
+        snaps.remove("ref/3").unwrap();
+        assert!(!pins.pinned("k", "ref/2"));
+        pins.repin();
+        assert!(pins.pinned("k", "ref/2"));
+        assert_eq!(pins.mapping("lost"), None);
+        pins.repin();
+        assert!(pins.pinned("k", "ref/2"), "idempotent");
+    }
+
+    #[test]
+    fn mapping_round_trips_and_ignores_garbage() {
+        let m = Mapping {
+            snapshot: "ref/abc".into(),
+            fingerprint: "f".into(),
+        };
+        assert_eq!(Mapping::decode(&m.encode()), Some(m));
+        assert_eq!(Mapping::decode(b"{\"ref\": 3}"), None);
+        assert_eq!(Mapping::decode(b"\xff"), None);
+    }
+
+    #[test]
+    fn fingerprint_sees_what_the_receiver_changes() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        std::fs::create_dir(d.join("sub")).unwrap();
+        std::fs::write(d.join("sub/a"), b"one").unwrap();
+        std::fs::write(d.join("b"), b"two").unwrap();
+        std::os::unix::fs::symlink("b", d.join("link")).unwrap();
+        let first = fingerprint(d).unwrap();
+        assert_eq!(first, fingerprint(d).unwrap(), "stable");
+
+        let mut seen = BTreeSet::from([first]);
+        let mut changed = |what: &str| {
+            assert!(seen.insert(fingerprint(d).unwrap()), "{what}");
+        };
+        std::fs::create_dir(d.join("sub/empty")).unwrap();
+        changed("a new directory");
+        std::fs::set_permissions(d.join("sub"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        changed("a directory's mode");
+        std::fs::remove_file(d.join("link")).unwrap();
+        std::os::unix::fs::symlink("sub/a", d.join("link")).unwrap();
+        changed("a symlink's target");
+        std::fs::write(d.join("b"), b"longer").unwrap();
+        changed("a file's size");
+        let f = std::fs::File::options()
+            .write(true)
+            .open(d.join("b"))
+            .unwrap();
+        f.set_modified(std::time::UNIX_EPOCH).unwrap();
+        changed("a file's modification time");
+        std::fs::rename(d.join("b"), d.join("c")).unwrap();
+        changed("a rename");
+    }
+
+    #[test]
+    fn one_lease_per_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = tmp.path().join("a");
+        let first = Lease::try_take(&a).unwrap();
+        assert!(Lease::try_take(&a).is_none(), "busy");
+        let other = Lease::try_take(&tmp.path().join("b"));
+        assert!(other.is_some(), "other keys are independent");
+        drop(first);
+        assert!(Lease::try_take(&a).is_some(), "free again");
+    }
+
+    #[test]
+    fn sizes_like_upstream_progress() {
+        for (n, s) in [
+            (0, "0B"),
+            (2, "2B"),
+            (999, "999B"),
+            (1000, "1kB"),
+            (1230, "1.23kB"),
+            (1234, "1.23kB"),
+            (10_060, "10.1kB"),
+            (100_022, "100kB"),
+            (999_499, "999kB"),
+            (999_700, "1MB"),
+            (524_000_000, "524MB"),
+            (1_500_000_000, "1.5GB"),
+            (u64::MAX, "18.4EB"),
+        ] {
+            assert_eq!(human_size(n), s, "{n}");
+        }
+    }
+}
