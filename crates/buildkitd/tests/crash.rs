@@ -352,3 +352,40 @@ fn kill_9_mid_run_then_restart_reclaims_and_rebuilds() {
         started.elapsed()
     );
 }
+
+#[test]
+fn sigterm_mid_run_cancels_the_build_and_releases_everything() {
+    if !common::require_root("sigterm_mid_run_cancels_the_build_and_releases_everything") {
+        return;
+    }
+    let Some(reg) = testkit::Registry::start_or_skip().unwrap() else {
+        return;
+    };
+    let busybox = common::push_busybox(&reg);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap().join("root");
+    let _sweep = Sweep(root.clone());
+    let d = Daemon::start(dir.path());
+    let def = build_definition(&busybox, 0, 60);
+    let mut build = d.spawn_buildctl(&["build", "--progress", "plain"], Some(&def));
+    let (_, procs) = wait_until_running(&root, &mut build);
+
+    // SIGTERM: the running step is cancelled rather than waited for, and the daemon exits
+    // cleanly (stop() checks the exit status and that the socket is gone).
+    let t = Instant::now();
+    d.stop();
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "shutdown waited for the 60 s step: {:?}",
+        t.elapsed()
+    );
+    let out = build.wait_with_output().unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        !procs.iter().any(alive),
+        "the step's processes outlive the daemon: {procs:?}"
+    );
+    assert_eq!(containers(&root), Vec::<String>::new());
+    let mounts = mounts_of(&root);
+    assert!(mounts.is_empty(), "mounts after SIGTERM: {mounts:#?}");
+}

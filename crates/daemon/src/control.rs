@@ -30,6 +30,8 @@ pub struct Controller {
     pub(crate) jobs: Jobs,
     pub(crate) worker_id: String,
     pub(crate) sessions: session::SessionManager,
+    /// Cancelled when the daemon shuts down: every running job is a child of it.
+    pub(crate) shutdown: CancellationToken,
 }
 
 impl std::fmt::Debug for Controller {
@@ -123,7 +125,7 @@ impl Control for Controller {
                 forward_to.push(m);
             }
         });
-        let cancel = CancellationToken::new();
+        let cancel = self.shutdown.child_token();
         let _guard = CancelOnDrop(cancel.clone());
         let result = async {
             let mut loaded = match given {

@@ -169,6 +169,7 @@ pub async fn open(root: PathBuf, config: &Config) -> Result<Controller, Error> {
         jobs: jobs::Jobs::default(),
         worker_id,
         sessions,
+        shutdown: tokio_util::sync::CancellationToken::new(),
     })
 }
 

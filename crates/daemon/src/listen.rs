@@ -40,13 +40,15 @@ async fn clear_stale_socket(path: &Path, addr: &str) -> Result<(), ListenError> 
     })
 }
 
-/// Serves `controller` on every address until `shutdown` completes, then stops accepting
-/// and lets running calls finish.
+/// Serves `controller` on every address until `shutdown` completes, then cancels the
+/// running builds (their steps are killed and their mounts released), stops accepting
+/// and lets the calls in flight return.
 pub async fn serve(
     controller: Controller,
     addresses: &[String],
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ListenError> {
+    let jobs = controller.shutdown.clone();
     let service = ControlServer::from_arc(Arc::new(controller))
         .max_decoding_message_size(16 << 20)
         .max_encoding_message_size(16 << 20);
@@ -101,6 +103,8 @@ pub async fn serve(
     let stopper = stop.clone();
     tokio::spawn(async move {
         shutdown.await;
+        tracing::info!("shutting down: cancelling running builds");
+        jobs.cancel();
         stopper.cancel();
     });
     while let Some(r) = servers.join_next().await {
