@@ -28,9 +28,12 @@ use llb::{
 };
 
 use crate::image::{HealthConfig, ImageConfig};
+
+mod runmount;
 use crate::instructions::{self, ArgDef, Command, CommandLine, Copy, Located, Run, Stage};
 use crate::parser::Dockerfile;
 use crate::shell::{EnvList, Lexer};
+use runmount::{MountType, Sharing};
 
 /// The description key upstream puts the instruction's source text under.
 pub const COMMAND_DESCRIPTION: &str = "com.docker.dockerfile.v1.command";
@@ -70,8 +73,55 @@ pub struct ConvertOptions {
     pub context_name: String,
     /// `.dockerignore` patterns, excluded from the context by the client.
     pub context_excludes: Vec<String>,
-    /// Run every step again (`--no-cache`).
-    pub ignore_cache: bool,
+    /// Run steps again instead of using the cache (`--no-cache`).
+    pub no_cache: NoCache,
+    /// `label:NAME` options: labels added to the target's image config.
+    pub labels: BTreeMap<String, String>,
+    /// `add-hosts`: extra `/etc/hosts` entries for every RUN.
+    pub extra_hosts: Vec<(String, std::net::IpAddr)>,
+    /// `shm-size`: size of a tmpfs on `/dev/shm` for every RUN (0: none).
+    pub shm_size: i64,
+    /// `force-network-mode`: the network of every RUN without `--network`.
+    pub network: Option<llb::NetMode>,
+    /// `context:NAME=...`: stages and images replaced by other sources.
+    pub named_contexts: BTreeMap<String, NamedContext>,
+}
+
+/// Which stages ignore the cache.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum NoCache {
+    #[default]
+    None,
+    All,
+    /// These stages (by name).
+    Stages(Vec<String>),
+}
+
+/// What a named context (`--opt context:NAME=VALUE`) stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedContext {
+    /// `docker-image://REF`: an image instead of the one named.
+    Image(String),
+    /// `local:NAME`: a directory the client sends as local `NAME`.
+    Local(String),
+}
+
+impl NamedContext {
+    /// Parses the value of a `context:NAME` option.
+    pub fn parse(v: &str) -> Result<NamedContext, String> {
+        if let Some(r) = v.strip_prefix("docker-image://") {
+            return Ok(NamedContext::Image(r.to_string()));
+        }
+        if let Some(n) = v.strip_prefix("local:") {
+            if n.is_empty() {
+                return Err(format!("named context {v:?}: no local name"));
+            }
+            return Ok(NamedContext::Local(n.to_string()));
+        }
+        Err(format!(
+            "named context {v:?}: unsupported (use docker-image://REF or local:NAME)"
+        ))
+    }
 }
 
 impl Default for ConvertOptions {
@@ -84,7 +134,12 @@ impl Default for ConvertOptions {
             build_platform: Platform::host(),
             context_name: "context".into(),
             context_excludes: Vec::new(),
-            ignore_cache: false,
+            no_cache: NoCache::None,
+            labels: BTreeMap::new(),
+            extra_hosts: Vec::new(),
+            shm_size: 0,
+            network: None,
+            named_contexts: BTreeMap::new(),
         }
     }
 }
@@ -123,6 +178,8 @@ enum Base {
     Stage(usize),
     /// An image, by normalized reference.
     Image(String),
+    /// A local directory of the client (a named context).
+    Local(String),
 }
 
 /// A stage as planned: its base resolved to a kind, names and step count fixed.
@@ -139,6 +196,10 @@ struct Planned {
     deps: Vec<usize>,
     /// `COPY --from` of an image: instruction line → reference.
     from_images: HashMap<usize, String>,
+    /// `COPY --from` of a named context: instruction line → what it stands for.
+    from_named: HashMap<usize, Base>,
+    /// `RUN --mount=from=` of an image: (instruction line, mount index) → reference.
+    mount_images: HashMap<(usize, usize), String>,
 }
 
 /// Dockerfile to LLB; see the module documentation.
@@ -161,6 +222,10 @@ struct Dispatch {
     /// ARGs in scope with their values, in declaration order.
     build_args: Vec<(String, Option<String>)>,
     index: usize,
+    /// Steps counted for the `[N/TOTAL]` prefix (the plan's, plus ONBUILD triggers).
+    total: usize,
+    /// Dispatching a base's ONBUILD triggers: step names say so.
+    onbuild: bool,
 }
 
 /// A whole pass over the reachable stages.
@@ -433,7 +498,25 @@ impl Converter {
         }
 
         // Stages: expand base names and platforms, find bases and dependencies.
-        let single = parsed.stages.len() == 1;
+        // Upstream drops the stage name from step names when the build has one stage, but
+        // counts as stages the sources it makes for every RUN --mount and for COPY --from
+        // of an image.
+        let single = parsed.stages.len() == 1
+            && !parsed
+                .stages
+                .iter()
+                .flat_map(|s| &s.commands)
+                .any(|c| match &c.command {
+                    Command::Run(r) => !r.mounts.is_empty(),
+                    Command::Copy(Copy { from: Some(f), .. }) => {
+                        f.parse::<usize>().is_err()
+                            && !parsed
+                                .stages
+                                .iter()
+                                .any(|s| s.name.as_deref() == Some(f.to_lowercase().as_str()))
+                    }
+                    _ => false,
+                });
         let mut stages: Vec<Planned> = Vec::new();
         let mut by_name: HashMap<String, usize> = HashMap::new();
         for (i, st) in parsed.stages.iter().enumerate() {
@@ -464,10 +547,17 @@ impl Converter {
                         .normalized()
                 }
             };
-            let base = if let Some(&b) = by_name.get(&base_name) {
+            let named = |n: &str| named_context(&opts.named_contexts, n);
+            let replaced = st.name.as_deref().and_then(named);
+            let base = if let Some(nc) = replaced.clone() {
+                // A named context replaces the whole stage.
+                nc
+            } else if let Some(&b) = by_name.get(&base_name) {
                 Base::Stage(b)
             } else if is_scratch(&base_name) {
                 Base::Scratch
+            } else if let Some(nc) = named(&base_name) {
+                nc
             } else {
                 Base::Image(normalize_reference(&base_name).map_err(|e| {
                     at(
@@ -476,16 +566,52 @@ impl Converter {
                     )
                 })?)
             };
-            let mut total = usize::from(matches!(base, Base::Image(_)));
+            let st = &if replaced.is_some() {
+                Stage {
+                    commands: Vec::new(),
+                    ..st.clone()
+                }
+            } else {
+                st.clone()
+            };
+            let mut total = usize::from(matches!(base, Base::Image(_) | Base::Local(_)));
             let mut deps = Vec::new();
             if let Base::Stage(b) = base {
                 deps.push(b);
             }
             let mut from_images = HashMap::new();
+            let mut from_named = HashMap::new();
+            let mut mount_images = HashMap::new();
             for c in &st.commands {
                 match &c.command {
                     Command::Run(_) | Command::Copy(_) | Command::Workdir(_) => total += 1,
                     _ => {}
+                }
+                if let Command::Run(run) = &c.command {
+                    for (mi, raw) in run.mounts.iter().enumerate() {
+                        let Some(f) = runmount::from_of(raw) else {
+                            continue;
+                        };
+                        if let Some(&n) = by_name.get(&f.to_lowercase()) {
+                            deps.push(n);
+                        } else if parsed
+                            .stages
+                            .iter()
+                            .any(|s| s.name.as_deref() == Some(f.to_lowercase().as_str()))
+                        {
+                            return Err(at(
+                                c.source.line,
+                                format!(
+                                    "cannot mount from stage {f:?}, it needs to be defined before the current stage"
+                                ),
+                            ));
+                        } else if !is_scratch(&f) {
+                            let r = normalize_reference(&f).map_err(|e| {
+                                at(c.source.line, format!("--mount from={f}: not a stage name and not an image reference: {e}"))
+                            })?;
+                            mount_images.insert((c.source.line, mi), r);
+                        }
+                    }
                 }
                 if let Command::Copy(Copy { from: Some(f), .. }) = &c.command {
                     let expanded = lexer
@@ -520,6 +646,8 @@ impl Converter {
                                 "cannot copy from stage {f:?}, it needs to be defined before the current stage"
                             ),
                         ));
+                    } else if let Some(nc) = named_context(&opts.named_contexts, f) {
+                        from_named.insert(c.source.line, nc);
                     } else {
                         let r = normalize_reference(f).map_err(|e| {
                             at(c.source.line, format!("COPY --from={f}: not a stage name and not an image reference: {e}"))
@@ -544,6 +672,8 @@ impl Converter {
                 total,
                 deps,
                 from_images,
+                from_named,
+                mount_images,
             });
         }
 
@@ -595,13 +725,15 @@ impl Converter {
         let mut out = BTreeSet::new();
         for &i in &self.reachable {
             let s = &self.stages[i];
-            if let Base::Image(r) = &s.base {
-                out.insert(ImageRequest {
-                    reference: r.clone(),
-                    platform: s.platform.clone(),
-                });
+            for b in std::iter::once(&s.base).chain(s.from_named.values()) {
+                if let Base::Image(r) = b {
+                    out.insert(ImageRequest {
+                        reference: r.clone(),
+                        platform: s.platform.clone(),
+                    });
+                }
             }
-            for r in s.from_images.values() {
+            for r in s.from_images.values().chain(s.mount_images.values()) {
                 out.insert(ImageRequest {
                     reference: r.clone(),
                     platform: s.platform.clone(),
@@ -654,6 +786,13 @@ impl Converter {
             .remove(&self.target)
             .unwrap_or_else(|| unreachable!("the target is reachable and dispatched"));
         let mut image = d.image;
+        if !self.opts.labels.is_empty() {
+            image
+                .config
+                .labels
+                .get_or_insert_with(BTreeMap::new)
+                .extend(self.opts.labels.clone());
+        }
         image.architecture = d.platform.architecture.clone();
         image.os = d.platform.os.clone();
         image.variant = d.platform.variant.clone();
@@ -741,6 +880,8 @@ impl Pass<'_> {
                     platform: base.platform,
                     build_args: base.build_args,
                     index: 0,
+                    total: planned.total,
+                    onbuild: false,
                 }
             }
             Base::Scratch => Dispatch {
@@ -749,7 +890,23 @@ impl Pass<'_> {
                 platform: planned.platform.clone(),
                 build_args: Vec::new(),
                 index: 0,
+                total: planned.total,
+                onbuild: false,
             },
+            Base::Local(name) => {
+                let mut d = Dispatch {
+                    state: State::scratch(),
+                    image: ImageConfig::empty(&planned.platform),
+                    platform: planned.platform.clone(),
+                    build_args: Vec::new(),
+                    index: 0,
+                    total: planned.total,
+                    onbuild: false,
+                };
+                let label = self.prefix(i, &mut d, &format!("[context {name}] load from client"));
+                d.state = local_context(name, label);
+                d
+            }
             Base::Image(r) => {
                 let mut d = Dispatch {
                     state: State::scratch(),
@@ -757,6 +914,8 @@ impl Pass<'_> {
                     platform: planned.platform.clone(),
                     build_args: Vec::new(),
                     index: 0,
+                    total: planned.total,
+                    onbuild: false,
                 };
                 let name = self.prefix(i, &mut d, "FROM {}");
                 let (st, img) = self.image_base(
@@ -775,10 +934,57 @@ impl Pass<'_> {
         if !matches!(planned.base, Base::Stage(_)) {
             self.apply_image_defaults(&mut d);
         }
+        // ONBUILD triggers of the base run first: from the base image's config, or the
+        // ONBUILD instructions of the base stage.
+        let triggers: Vec<String> = match planned.base {
+            Base::Stage(b) => conv.stages[b]
+                .stage
+                .commands
+                .iter()
+                .filter_map(|c| match &c.command {
+                    Command::Onbuild(expr) => Some(expr.clone()),
+                    _ => None,
+                })
+                .collect(),
+            _ => std::mem::take(&mut d.image.config.on_build),
+        };
+        let mut trigger_cmds = Vec::new();
+        for t in &triggers {
+            trigger_cmds.push(self.parse_trigger(t, &planned.stage.source)?);
+        }
+        d.total += trigger_cmds.len();
+        d.onbuild = true;
+        for c in &trigger_cmds {
+            self.dispatch(i, &mut d, c)?;
+        }
+        d.onbuild = false;
         for c in &planned.stage.commands {
             self.dispatch(i, &mut d, c)?;
         }
         Ok(d)
+    }
+
+    /// One ONBUILD trigger as a command; errors point at the stage's FROM line.
+    fn parse_trigger(
+        &self,
+        trigger: &str,
+        from: &instructions::Source,
+    ) -> Result<Located, ConvertError> {
+        let conv = self.conv;
+        let err = |m: String| conv.err(from.line, format!("ONBUILD {trigger}: {m}"));
+        let df = crate::parse(trigger).map_err(|e| err(e.kind.to_string()))?;
+        let [inst] = df.instructions.as_slice() else {
+            return Err(err("an ONBUILD trigger must be a single instruction".into()));
+        };
+        let command = instructions::parse_command(inst).map_err(|e| err(e.message))?;
+        Ok(Located {
+            command,
+            source: instructions::Source {
+                original: inst.original.trim().to_string(),
+                line: from.line,
+                end_line: from.end_line,
+            },
+        })
     }
 
     /// What a container of the base image would get: its environment (with a default
@@ -809,17 +1015,21 @@ impl Pass<'_> {
     /// `[stage N/TOTAL] ` + `what`, counting the step.
     fn prefix(&self, stage: usize, d: &mut Dispatch, what: &str) -> String {
         let p = &self.conv.stages[stage];
-        if p.total == 0 {
+        if d.total == 0 {
             return what.to_string();
         }
         d.index += 1;
-        let width = p.total.to_string().len();
+        let width = d.total.to_string().len();
         let mut out = String::from("[");
         if !p.display.is_empty() {
             out.push_str(&p.display);
             out.push(' ');
         }
-        out.push_str(&format!("{:>width$}/{}] {what}", d.index, p.total));
+        out.push_str(&format!("{:>width$}/{}] ", d.index, d.total));
+        if d.onbuild {
+            out.push_str("ONBUILD ");
+        }
+        out.push_str(what);
         out
     }
 
@@ -848,13 +1058,18 @@ impl Pass<'_> {
         uppercase_cmd(&expanded)
     }
 
-    fn op_options(&self, name: String) -> OpOptions {
+    fn op_options(&self, stage: usize, name: String) -> OpOptions {
         let o = OpOptions::new().custom_name(name);
-        if self.conv.opts.ignore_cache {
-            o.ignore_cache()
-        } else {
-            o
-        }
+        let ignore = match &self.conv.opts.no_cache {
+            NoCache::None => false,
+            NoCache::All => true,
+            NoCache::Stages(names) => self.conv.stages[stage]
+                .stage
+                .name
+                .as_ref()
+                .is_some_and(|n| names.iter().any(|x| x.eq_ignore_ascii_case(n))),
+        };
+        if ignore { o.ignore_cache() } else { o }
     }
 
     fn with_shell(d: &Dispatch, args: &[String]) -> Vec<String> {
@@ -934,7 +1149,7 @@ impl Pass<'_> {
                                 ..MkdirOptions::default()
                             },
                         ),
-                        self.op_options(name).platform(d.platform.clone()),
+                        self.op_options(stage, name).platform(d.platform.clone()),
                     );
                 }
                 d.image.commit(format!("WORKDIR {wd}"), with_layer);
@@ -1101,15 +1316,23 @@ impl Pass<'_> {
     ) -> Result<(), ConvertError> {
         let conv = self.conv;
         let line = c.source.line;
-        if !run.mounts.is_empty() {
-            return Err(conv.err(line, "RUN --mount is not supported yet"));
-        }
-        if run.network.is_some() {
-            return Err(conv.err(line, "RUN --network is not supported yet"));
-        }
-        if run.security.is_some() {
-            return Err(conv.err(line, "RUN --security is not supported yet"));
-        }
+        let network = match run.network.as_deref() {
+            None | Some("default") => None,
+            Some("none") => Some(llb::NetMode::None),
+            Some("host") => Some(llb::NetMode::Host),
+            Some(other) => {
+                return Err(conv.err(line, format!("unsupported network mode {other:?}")));
+            }
+        };
+        let security = match run.security.as_deref() {
+            None => None,
+            Some("sandbox") => Some(llb::SecurityMode::Sandbox),
+            Some("insecure") => Some(llb::SecurityMode::Insecure),
+            Some(other) => {
+                return Err(conv.err(line, format!("unsupported security mode {other:?}")));
+            }
+        };
+        let run_mounts = self.run_mounts(stage, d, run, line)?;
         let mut name_src = c.source.original.clone();
         let mut args = run.cmd.args.clone();
         let mut mounts = Vec::new();
@@ -1171,11 +1394,30 @@ impl Pass<'_> {
         let name = self.step_name(d, &name_src, true);
         let name = self.prefix(stage, d, &name);
         let mut exec = d.state.run().args(args.clone()).options(
-            self.op_options(name)
+            self.op_options(stage, name)
                 .description(COMMAND_DESCRIPTION, &c.source.original),
         );
         for m in mounts {
             exec = exec.mount(m);
+        }
+        for m in run_mounts {
+            exec = match m {
+                RunMountOpt::Mount(m) => exec.mount(m),
+                RunMountOpt::Secret(s) => exec.secret(s),
+                RunMountOpt::Ssh(s) => exec.ssh(s),
+            };
+        }
+        for (host, ip) in &conv.opts.extra_hosts {
+            exec = exec.add_extra_host(host, *ip);
+        }
+        if conv.opts.shm_size > 0 {
+            exec = exec.mount(Mount::tmpfs("/dev/shm").size(conv.opts.shm_size));
+        }
+        if let Some(n) = network.or(conv.opts.network) {
+            exec = exec.network(n);
+        }
+        if let Some(sec) = security {
+            exec = exec.security(sec);
         }
         d.state = exec.build().root();
         let env = Self::env_of(d);
@@ -1187,6 +1429,175 @@ impl Pass<'_> {
             true,
         );
         Ok(())
+    }
+
+    /// The `--mount`s of a RUN as exec mounts, secrets and ssh sockets.
+    fn run_mounts(
+        &mut self,
+        stage: usize,
+        d: &Dispatch,
+        run: &Run,
+        line: usize,
+    ) -> Result<Vec<RunMountOpt>, ConvertError> {
+        let conv = self.conv;
+        let mut out = Vec::new();
+        for (mi, raw) in run.mounts.iter().enumerate() {
+            let env = Self::env_of(d);
+            let expand = |v: &str| conv.lexer.process_word(v, &env).map_err(|e| e.to_string());
+            let m = runmount::parse(raw, &expand)
+                .map_err(|e| conv.err(line, format!("--mount={raw}: {e}")))?;
+            match m.kind {
+                MountType::Secret => {
+                    let id = if !m.source.is_empty() {
+                        m.source.clone()
+                    } else if !m.id.is_empty() {
+                        m.id.clone()
+                    } else {
+                        base_name(&m.target)
+                    };
+                    let mut s = if m.env.is_some() && m.target.is_empty() {
+                        llb::Secret::env(&id, m.env.as_deref().unwrap_or_default())
+                    } else {
+                        let dest = if m.target.is_empty() {
+                            format!("/run/secrets/{}", base_name(&id))
+                        } else {
+                            m.target.clone()
+                        };
+                        let mut s = llb::Secret::file(&id, &dest);
+                        if let Some(e) = &m.env {
+                            s = s.also_env(e);
+                        }
+                        s
+                    };
+                    if !m.required {
+                        s = s.optional();
+                    }
+                    if m.uid.is_some() || m.gid.is_some() || m.mode.is_some() {
+                        s = s
+                            .owner(m.uid.unwrap_or(0), m.gid.unwrap_or(0))
+                            .mode(m.mode.unwrap_or(0o400));
+                    }
+                    out.push(RunMountOpt::Secret(s));
+                    continue;
+                }
+                MountType::Ssh => {
+                    if !m.source.is_empty() {
+                        return Err(conv.err(line, "ssh does not support source"));
+                    }
+                    let mut s = llb::Ssh::new(if m.id.is_empty() { "default" } else { &m.id });
+                    if !m.target.is_empty() {
+                        s = s.target(&m.target);
+                    }
+                    if !m.required {
+                        s = s.optional();
+                    }
+                    if m.uid.is_some() || m.gid.is_some() || m.mode.is_some() {
+                        s = s
+                            .owner(m.uid.unwrap_or(0), m.gid.unwrap_or(0))
+                            .mode(m.mode.unwrap_or(0o600));
+                    }
+                    out.push(RunMountOpt::Ssh(s));
+                    continue;
+                }
+                _ => {}
+            }
+            // What the mount shows: a stage, an image, scratch or the build context.
+            let from = m
+                .from
+                .clone()
+                .or_else(|| (m.kind == MountType::Cache).then(|| "scratch".to_string()));
+            let mut st = match &from {
+                None => {
+                    self.ctx_paths.insert(clean(&format!("/{}", m.source)));
+                    self.context.clone()
+                }
+                Some(f) if is_scratch(f) => State::scratch(),
+                Some(f) => {
+                    if let Some(r) = conv.stages[stage].mount_images.get(&(line, mi)) {
+                        self.image_base(r, &d.platform, line, &format!("FROM {r}"), "FROM {}")?
+                            .0
+                    } else {
+                        let idx = conv
+                            .stages
+                            .iter()
+                            .position(|s| {
+                                s.stage.name.as_deref() == Some(f.to_lowercase().as_str())
+                            })
+                            .ok_or_else(|| {
+                                conv.err(
+                                    line,
+                                    format!(
+                                        "--mount from={f}: only earlier stages can be used here"
+                                    ),
+                                )
+                            })?;
+                        self.done
+                            .get(&idx)
+                            .ok_or_else(|| {
+                                conv.err(line, format!("cannot mount from stage {f:?}, it needs to be defined before the current stage"))
+                            })?
+                            .state
+                            .clone()
+                    }
+                }
+            };
+            if m.kind == MountType::Tmpfs {
+                st = State::scratch();
+            }
+            let target = if m.target.starts_with('/') {
+                clean(&m.target)
+            } else {
+                clean(&format!("/{}/{}", d.state.get_dir(), m.target))
+            };
+            if target == "/" {
+                return Err(conv.err(line, format!("invalid mount target {:?}", m.target)));
+            }
+            let src = clean(&format!("/{}", m.source));
+            let mut selector = None;
+            if src != "/" {
+                selector = Some(src);
+            } else if m.uid.is_some() || m.gid.is_some() || m.mode.is_some() {
+                st = st.file(
+                    &FileAction::mkdir(
+                        "/cache",
+                        m.mode.unwrap_or(0o755),
+                        MkdirOptions {
+                            owner: Some(Owner::ids(m.uid.unwrap_or(0), m.gid.unwrap_or(0))),
+                            ..MkdirOptions::default()
+                        },
+                    ),
+                    OpOptions::new().custom_name("[internal] setting cache mount permissions"),
+                );
+                selector = Some("/cache".to_string());
+            }
+            let mut mount = match m.kind {
+                MountType::Cache => {
+                    let id = if m.id.is_empty() {
+                        clean(&m.target)
+                    } else {
+                        m.id.clone()
+                    };
+                    let sharing = match m.sharing {
+                        None | Some(Sharing::Shared) => llb::CacheSharing::Shared,
+                        Some(Sharing::Private) => llb::CacheSharing::Private,
+                        Some(Sharing::Locked) => llb::CacheSharing::Locked,
+                    };
+                    Mount::cache(&target, &format!("/{id}"), sharing).source(&st)
+                }
+                MountType::Tmpfs => Mount::tmpfs(&target).size(m.size),
+                _ => Mount::bind(&target, &st),
+            };
+            if m.readonly {
+                mount = mount.readonly();
+            } else if m.kind == MountType::Bind {
+                mount = mount.no_output();
+            }
+            if let Some(sel) = selector {
+                mount = mount.selector(&sel);
+            }
+            out.push(RunMountOpt::Mount(mount));
+        }
+        Ok(out)
     }
 
     fn dispatch_copy(
@@ -1215,7 +1626,19 @@ impl Pass<'_> {
         let (source, from_context) = match &copy.from {
             None => (self.context.clone(), true),
             Some(f) => {
-                if let Some(r) = conv.stages[stage].from_images.get(&line) {
+                if let Some(b) = conv.stages[stage].from_named.get(&line) {
+                    let st = match b {
+                        Base::Image(r) => {
+                            self.image_base(r, &d.platform, line, &format!("FROM {r}"), "FROM {}")?
+                                .0
+                        }
+                        Base::Local(n) => {
+                            local_context(n, format!("[context {n}] load from client"))
+                        }
+                        _ => State::scratch(),
+                    };
+                    (st, false)
+                } else if let Some(r) = conv.stages[stage].from_images.get(&line) {
                     let (st, _) =
                         self.image_base(r, &d.platform, line, &format!("FROM {r}"), "FROM {}")?;
                     (st, false)
@@ -1228,7 +1651,14 @@ impl Pass<'_> {
                             .position(|s| {
                                 s.stage.name.as_deref() == Some(f.to_lowercase().as_str())
                             })
-                            .unwrap_or_else(|| unreachable!("checked when planning")),
+                            .ok_or_else(|| {
+                                conv.err(
+                                    line,
+                                    format!(
+                                        "COPY --from={f}: only earlier stages can be used here"
+                                    ),
+                                )
+                            })?,
                     };
                     let src = self.done.get(&idx).ok_or_else(|| {
                         conv.err(line, format!("cannot copy from stage {f:?}, it needs to be defined before the current stage"))
@@ -1338,16 +1768,68 @@ impl Pass<'_> {
         if copy.link && copy.chmod.is_none() {
             let copied = State::scratch().file(
                 &action,
-                self.op_options(name.clone()).platform(d.platform.clone()),
+                self.op_options(stage, name.clone())
+                    .platform(d.platform.clone()),
             );
             d.index -= 1;
             let link_name = self.prefix(stage, d, &format!("LINK {}", name_without_prefix(&name)));
-            d.state = llb::merge(&[d.state.clone(), copied], self.op_options(link_name));
+            d.state = llb::merge(
+                &[d.state.clone(), copied],
+                self.op_options(stage, link_name),
+            );
         } else {
-            d.state = d.state.file(&action, self.op_options(name));
+            d.state = d.state.file(&action, self.op_options(stage, name));
         }
         d.image.commit(format!("{msg} # buildkit"), true);
         Ok(())
+    }
+}
+
+/// The named context for `name`: by the name as written, or by the image name in
+/// Docker's short form without `:latest` (`FROM alpine:latest` finds `context:alpine`).
+fn named_context(contexts: &BTreeMap<String, NamedContext>, name: &str) -> Option<Base> {
+    if contexts.is_empty() {
+        return None;
+    }
+    let found = contexts.get(name).or_else(|| {
+        let r = llb::reference::Reference::parse_normalized(name).ok()?;
+        let mut short = r.to_string();
+        for prefix in ["docker.io/library/", "docker.io/"] {
+            if let Some(rest) = short.strip_prefix(prefix) {
+                short = rest.to_string();
+                break;
+            }
+        }
+        let short = short.strip_suffix(":latest").unwrap_or(&short).to_string();
+        contexts.get(&short)
+    })?;
+    Some(match found {
+        NamedContext::Image(r) => Base::Image(normalize_reference(r).ok()?),
+        NamedContext::Local(n) => Base::Local(n.clone()),
+    })
+}
+
+/// A client directory sent as local `name`, as a named context.
+fn local_context(name: &str, label: String) -> State {
+    llb::Local::new(name)
+        .shared_key_hint(name)
+        .options(OpOptions::new().custom_name(label))
+        .state()
+}
+
+/// What a `--mount` becomes on the exec.
+enum RunMountOpt {
+    Mount(Mount),
+    Secret(llb::Secret),
+    Ssh(llb::Ssh),
+}
+
+/// `path.Base`.
+fn base_name(p: &str) -> String {
+    let c = clean(p);
+    match c.rsplit_once('/') {
+        Some((_, b)) if !b.is_empty() => b.to_string(),
+        _ => c,
     }
 }
 

@@ -449,7 +449,8 @@ fn parse_healthcheck(inst: &Instruction) -> Result<Healthcheck, InstructionError
     })
 }
 
-fn parse_command(inst: &Instruction) -> Result<Command, InstructionError> {
+/// Types one instruction other than FROM (ONBUILD triggers are parsed one at a time).
+pub fn parse_command(inst: &Instruction) -> Result<Command, InstructionError> {
     let kw = inst.keyword.to_lowercase();
     Ok(match kw.as_str() {
         "run" => {
@@ -550,7 +551,7 @@ fn parse_command(inst: &Instruction) -> Result<Command, InstructionError> {
             }
             Command::Onbuild(inner.original.trim().to_string())
         }
-        "from" => unreachable!("FROM starts a stage"),
+        "from" => return err(inst, "FROM is not allowed here"),
         other => {
             return err(
                 inst,

@@ -148,6 +148,11 @@ fn args_env_match_upstream() {
 }
 
 #[test]
+fn run_mounts_match_upstream() {
+    check_case("04-mounts");
+}
+
+#[test]
 fn copy_flags_match_upstream() {
     check_case("05-copy-flags");
 }
@@ -248,13 +253,26 @@ fn copy_from_a_later_stage_fails() {
 }
 
 #[test]
-fn unsupported_run_flags_say_so() {
-    let e = convert_text("FROM scratch\nRUN --network=none true\n", options()).unwrap_err();
+fn bad_run_flags_name_the_line() {
+    let e = convert_text("FROM scratch\nRUN --network=bridge true\n", options()).unwrap_err();
     assert!(
         e.to_string()
-            .contains("Dockerfile:2: RUN --network is not supported yet"),
+            .contains("Dockerfile:2: unsupported network mode \"bridge\""),
         "{e}"
     );
+    let e = convert_text(
+        "FROM scratch\n\nRUN --mount=type=bind,mode=0700,target=/x true\n",
+        options(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().starts_with("Dockerfile:3: --mount="), "{e}");
+    assert!(e.message.contains("mode not allowed"), "{e}");
+    let e = convert_text(
+        "FROM scratch\nRUN --mount=type=cache,target=/ true\n",
+        options(),
+    )
+    .unwrap_err();
+    assert!(e.message.contains("invalid mount target"), "{e}");
 }
 
 #[test]
@@ -300,4 +318,114 @@ fn durations_and_ports() {
     assert_eq!(parse_port("80").unwrap(), "80/tcp");
     assert_eq!(parse_port("53/UDP").unwrap(), "53/udp");
     assert!(parse_port("http").is_err());
+}
+
+#[test]
+fn onbuild_triggers_run_in_stages_built_on_the_base() {
+    let c = convert_text(
+        "FROM scratch AS base\nONBUILD ENV FROM_TRIGGER=yes\nONBUILD COPY a /a\nFROM base\nENV AFTER=1\n",
+        options(),
+    )
+    .unwrap();
+    assert_eq!(c.image.env("FROM_TRIGGER"), Some("yes"));
+    let d = c.state.marshal(&llb::MarshalOptions::default()).unwrap();
+    let names: Vec<String> = d
+        .metadata
+        .values()
+        .filter_map(|m| m.description.get("llb.customname").cloned())
+        .collect();
+    assert!(
+        names.iter().any(|n| n == "[stage-1 1/2] ONBUILD COPY a /a"),
+        "{names:?}"
+    );
+    // a trigger that is itself broken points at the FROM line
+    let e = convert_text(
+        "FROM scratch AS base\nONBUILD COPY --chmd=1 a /a\nFROM base\n",
+        options(),
+    )
+    .unwrap_err();
+    assert_eq!(e.line, Some(3), "{e}");
+    assert!(e.message.contains("unknown flag"), "{e}");
+    // the base image's own triggers run too
+    let mut r = resolved();
+    let cfg = BUSYBOX_CONFIG.replace(
+        r#""Cmd":["sh"]"#,
+        r#""Cmd":["sh"],"OnBuild":["ENV TRIGGERED=image"]"#,
+    );
+    r.get_mut("127.0.0.1:5000/busybox:latest").unwrap().config = cfg.into_bytes();
+    let df = crate::parse("FROM 127.0.0.1:5000/busybox:latest\n").unwrap();
+    let c = Converter::new(&df, options()).unwrap().convert(&r).unwrap();
+    assert_eq!(c.image.env("TRIGGERED"), Some("image"));
+    assert!(
+        c.image.config.on_build.is_empty(),
+        "triggers are not inherited further"
+    );
+}
+
+#[test]
+fn build_options_labels_hosts_shm_network_and_no_cache() {
+    let mut o = options();
+    o.labels.insert("org.example".into(), "yes".into());
+    o.extra_hosts
+        .push(("db".into(), "10.0.0.7".parse().unwrap()));
+    o.shm_size = 64 << 20;
+    o.network = Some(llb::NetMode::None);
+    o.no_cache = NoCache::Stages(vec!["b".into()]);
+    let c = convert_text(
+        "FROM 127.0.0.1:5000/busybox:latest AS a\nRUN echo a\nFROM a AS b\nRUN echo b\n",
+        o,
+    )
+    .unwrap();
+    assert_eq!(
+        c.image.config.labels.as_ref().unwrap().get("org.example"),
+        Some(&"yes".to_string())
+    );
+    let d = c.state.marshal(&llb::MarshalOptions::default()).unwrap();
+    let ld = llb::LoadedDefinition::load(d).unwrap();
+    let mut execs = 0;
+    for op in ld.ops.values() {
+        let Some(proto::pb::op::Op::Exec(e)) = &op.op.op else {
+            continue;
+        };
+        execs += 1;
+        let meta = e.meta.as_ref().unwrap();
+        assert_eq!(meta.extra_hosts[0].host, "db");
+        assert_eq!(meta.extra_hosts[0].ip, "10.0.0.7");
+        assert_eq!(e.network, proto::pb::NetMode::None as i32);
+        assert!(e.mounts.iter().any(|m| m.dest == "/dev/shm"));
+        let ignored = op.metadata.ignore_cache;
+        let is_b = meta.args.last().is_some_and(|a| a == "echo b");
+        assert_eq!(ignored, is_b, "only stage b ignores the cache");
+    }
+    assert_eq!(execs, 2);
+}
+
+#[test]
+fn named_contexts_replace_images_and_stages() {
+    let mut o = options();
+    o.named_contexts.insert(
+        "alpine".into(),
+        NamedContext::Image("127.0.0.1:5000/busybox:latest".into()),
+    );
+    o.named_contexts
+        .insert("src".into(), NamedContext::Local("other".into()));
+    let text = "FROM alpine:latest\nCOPY --from=src /x /x\n";
+    let df = crate::parse(text).unwrap();
+    let conv = Converter::new(&df, o).unwrap();
+    assert_eq!(
+        conv.images(),
+        vec![ImageRequest {
+            reference: "127.0.0.1:5000/busybox:latest".into(),
+            platform: amd64()
+        }]
+    );
+    let c = conv.convert(&resolved()).unwrap();
+    let d = c.state.marshal(&llb::MarshalOptions::default()).unwrap();
+    let dump = format!("{:?}", llb::LoadedDefinition::load(d).unwrap().ops);
+    assert!(dump.contains("local://other"), "{dump}");
+    assert!(
+        dump.contains("docker-image://127.0.0.1:5000/busybox:latest@sha256"),
+        "{dump}"
+    );
+    assert!(NamedContext::parse("git://x").is_err());
 }
