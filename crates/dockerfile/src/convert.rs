@@ -1690,10 +1690,71 @@ impl Pass<'_> {
         for src in &copy.sources {
             let src = self.expand(d, src, line)?;
             msg.push_str(&format!(" {src}"));
+            if let Some(git) =
+                git_source(&src).map_err(|e| conv.err(line, format!("{what} {src}: {e}")))?
+            {
+                if !copy.is_add {
+                    return Err(conv.err(
+                        line,
+                        format!("{what} {src}: source can't be a git ref for COPY"),
+                    ));
+                }
+                let mut g =
+                    llb::Git::new(&git.remote, &format!("{}:{}", git.reference, git.subdir))
+                        .options(OpOptions::new().custom_name(name.clone()));
+                if copy.keep_git_dir == Some(true) {
+                    g = g.keep_git_dir();
+                }
+                if let Some(c) = &copy.checksum {
+                    g = g.checksum(c);
+                }
+                let st = g.state();
+                let opts = CopyOptions {
+                    mode: mode.clone(),
+                    create_dest_path: true,
+                    exclude_patterns: excludes.clone(),
+                    owner: owner.clone(),
+                    ..CopyOptions::default()
+                };
+                action = push(action, &st, "/", opts);
+                continue;
+            }
             if src.starts_with("http://") || src.starts_with("https://") {
+                if !copy.is_add {
+                    return Err(conv.err(
+                        line,
+                        format!("{what} {src}: source can't be a URL for COPY"),
+                    ));
+                }
+                let file = url_file_name(&src);
+                let mut h = llb::Http::new(&src)
+                    .filename(&file)
+                    .options(OpOptions::new().custom_name(name.clone()));
+                if let Some(c) = &copy.checksum {
+                    if !c.starts_with("sha256:") || c.len() != 71 {
+                        return Err(conv.err(
+                            line,
+                            format!("{what} --checksum={c}: expected sha256:<64 hex digits>"),
+                        ));
+                    }
+                    h = h.checksum(c);
+                }
+                let st = h.state();
+                let opts = CopyOptions {
+                    mode: mode.clone(),
+                    create_dest_path: true,
+                    attempt_unpack: copy.unpack.unwrap_or(false),
+                    exclude_patterns: excludes.clone(),
+                    owner: owner.clone(),
+                    ..CopyOptions::default()
+                };
+                action = push(action, &st, &file, opts);
+                continue;
+            }
+            if copy.checksum.is_some() {
                 return Err(conv.err(
                     line,
-                    format!("{what} {src}: sources from URLs are not supported yet"),
+                    format!("{what} --checksum: only for URL and git sources, not {src}"),
                 ));
             }
             if from_context && escapes_root(&src) {
@@ -1726,7 +1787,7 @@ impl Pass<'_> {
                 include_patterns: include,
                 exclude_patterns: excludes.clone(),
                 required_paths: required,
-                attempt_unpack: copy.is_add,
+                attempt_unpack: copy.is_add && copy.unpack != Some(false),
                 create_dest_path: true,
                 allow_wildcard: true,
                 allow_empty_wildcard: true,
@@ -1815,6 +1876,54 @@ fn local_context(name: &str, label: String) -> State {
         .shared_key_hint(name)
         .options(OpOptions::new().custom_name(label))
         .state()
+}
+
+/// A git source of ADD, split up.
+#[derive(Debug, PartialEq, Eq)]
+struct GitSource {
+    remote: String,
+    reference: String,
+    subdir: String,
+}
+
+/// Recognizes the git URLs ADD accepts: `git://`, `ssh://`, `git@host:path`, and
+/// `http(s)://` URLs whose path ends in `.git`, each with an optional `#ref[:subdir]`.
+/// Anything else is `None` (an ordinary URL or path).
+fn git_source(src: &str) -> Result<Option<GitSource>, String> {
+    let (url, fragment) = match src.split_once('#') {
+        Some((u, f)) => (u, f),
+        None => (src, ""),
+    };
+    let is_http = url.starts_with("http://") || url.starts_with("https://");
+    let git = url.starts_with("git://")
+        || url.starts_with("ssh://")
+        || url.starts_with("git@")
+        || (is_http && url.split('?').next().unwrap_or_default().ends_with(".git"));
+    if !git {
+        return Ok(None);
+    }
+    if url.contains('?') {
+        return Err("git URL query parameters are not supported yet (use #ref:subdir)".into());
+    }
+    let (reference, subdir) = fragment.split_once(':').unwrap_or((fragment, ""));
+    Ok(Some(GitSource {
+        remote: url.to_string(),
+        reference: reference.to_string(),
+        subdir: subdir.to_string(),
+    }))
+}
+
+/// The file name ADD gives a downloaded URL: the last path segment, as upstream.
+fn url_file_name(src: &str) -> String {
+    let no_query = src.split(['?', '#']).next().unwrap_or_default();
+    let path = no_query
+        .split_once("://")
+        .map(|(_, rest)| rest.split_once('/').map_or("", |(_, p)| p))
+        .unwrap_or_default();
+    match path.rsplit('/').next() {
+        Some(b) if !b.is_empty() && b != "." => b.to_string(),
+        _ => "__unnamed__".to_string(),
+    }
 }
 
 /// What a `--mount` becomes on the exec.

@@ -97,6 +97,12 @@ pub struct Copy {
     pub link: bool,
     pub parents: bool,
     pub excludes: Vec<String>,
+    /// ADD of a git source: keep `.git`.
+    pub keep_git_dir: Option<bool>,
+    /// ADD of a URL or git source: the expected digest or commit.
+    pub checksum: Option<String>,
+    /// ADD: unpack archives (default: local archives yes, URLs no).
+    pub unpack: Option<bool>,
 }
 
 /// `HEALTHCHECK`.
@@ -372,15 +378,9 @@ fn parse_copy(inst: &Instruction, is_add: bool) -> Result<Copy, InstructionError
             None => sources.push(s.clone()),
         }
     }
-    if is_add
-        && (flags.value("keep-git-dir").is_some()
-            || flags.value("checksum").is_some()
-            || flags.value("unpack").is_some())
-    {
-        return err(
-            inst,
-            "ADD --keep-git-dir, --checksum and --unpack are not supported yet",
-        );
+    let checksum = flags.value("checksum");
+    if checksum.is_some() && sources.len() != 1 {
+        return err(inst, "checksum can't be specified for multiple sources");
     }
     Ok(Copy {
         is_add,
@@ -393,6 +393,9 @@ fn parse_copy(inst: &Instruction, is_add: bool) -> Result<Copy, InstructionError
         link: flags.bool("link"),
         parents: flags.bool("parents"),
         excludes: flags.all("exclude"),
+        keep_git_dir: flags.value("keep-git-dir").map(|v| v == "true"),
+        checksum,
+        unpack: flags.value("unpack").map(|v| v == "true"),
     })
 }
 

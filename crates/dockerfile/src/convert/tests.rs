@@ -429,3 +429,53 @@ fn named_contexts_replace_images_and_stages() {
     );
     assert!(NamedContext::parse("git://x").is_err());
 }
+
+#[test]
+fn add_urls_and_git_sources() {
+    assert_eq!(
+        url_file_name("https://example.com/a/b.tar.gz?x=1"),
+        "b.tar.gz"
+    );
+    assert_eq!(url_file_name("https://example.com/"), "__unnamed__");
+    assert_eq!(git_source("https://example.com/x.tar").unwrap(), None);
+    assert_eq!(
+        git_source("https://example.com/repo.git#v1:sub/dir").unwrap(),
+        Some(GitSource {
+            remote: "https://example.com/repo.git".into(),
+            reference: "v1".into(),
+            subdir: "sub/dir".into()
+        })
+    );
+    assert!(git_source("git://h/r#main").unwrap().is_some());
+    assert!(git_source("git@github.com:o/r.git").unwrap().is_some());
+    assert!(git_source("https://h/r.git?ref=x").is_err());
+    let c = convert_text(
+        "FROM scratch\nADD --checksum=sha256:0000000000000000000000000000000000000000000000000000000000000000 https://example.com/f.txt /f\nADD --keep-git-dir git://example.com/r.git#main /src\n",
+        options(),
+    )
+    .unwrap();
+    let d = c.state.marshal(&llb::MarshalOptions::default()).unwrap();
+    let ld = llb::LoadedDefinition::load(d).unwrap();
+    let ids: Vec<String> = ld
+        .ops
+        .values()
+        .filter_map(|o| match &o.op.op {
+            Some(proto::pb::op::Op::Source(s)) => Some(format!("{} {:?}", s.identifier, s.attrs)),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        ids.iter()
+            .any(|i| i.starts_with("https://example.com/f.txt") && i.contains("sha256:0000")),
+        "{ids:?}"
+    );
+    assert!(
+        ids.iter()
+            .any(|i| i.starts_with("git://example.com/r.git#main") && i.contains("keepgitdir")),
+        "{ids:?}"
+    );
+    let e = convert_text("FROM scratch\nCOPY https://example.com/f /f\n", options()).unwrap_err();
+    assert!(e.message.contains("can't be a URL for COPY"), "{e}");
+    let e = convert_text("FROM scratch\nADD --checksum=sha256:00 a /a\n", options()).unwrap_err();
+    assert!(e.message.contains("only for URL and git"), "{e}");
+}
