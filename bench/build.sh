@@ -30,8 +30,8 @@ mkdir -p "$WORK"
 registry_pid=""
 daemon_pid=""
 cleanup() {
-  [ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null
-  [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null && wait "$registry_pid" 2>/dev/null
+  if [ -n "$daemon_pid" ]; then kill "$daemon_pid" 2>/dev/null || true; wait "$daemon_pid" 2>/dev/null || true; fi
+  if [ -n "$registry_pid" ]; then kill "$registry_pid" 2>/dev/null || true; wait "$registry_pid" 2>/dev/null || true; fi
   [ "${KEEP:-0}" = 1 ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -64,15 +64,16 @@ stop_daemon() {
 }
 
 now() { date +%s.%N; }
-# build CTX OUT: one buildctl build, prints seconds
+# build CTX OUT: one buildctl build, prints seconds; the plain progress of every build is
+# appended to $WORK/progress.log (step times)
 build() {
   local t0 t1
   t0=$(now)
   "$BIN/buildctl" --addr "$addr" build --frontend dockerfile.v0 \
     --local context="$1" --local dockerfile="$1" \
-    --output "type=local,dest=$2" --progress quiet
+    --output "type=local,dest=$2" --progress plain 2>>"$WORK/progress.log"
   t1=$(now)
-  awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}'
+  awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f\n", b - a}'
 }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 report() { printf '   %-28s %8.2f s\n' "$1" "$2"; }
@@ -117,7 +118,7 @@ PY
   printf 'FROM scratch\nCOPY . /ctx/\n' > "$ctx/Dockerfile"
   sync
   t0=$(now); tar -C "$ctx" -cf - . | sha256sum >/dev/null; t1=$(now)
-  report "floor: tar -c | sha256sum" "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b - a}')"
+  report "floor: tar -c | sha256sum" "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f\n", b - a}')"
   start_daemon
   report "cold" "$(build "$ctx" "$WORK/out-large")"
   noop=$(for _ in $(seq "$REPS"); do build "$ctx" "$WORK/out-large"; done | median)

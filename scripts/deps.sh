@@ -13,6 +13,7 @@ PACKAGES=(
   docker-registry      # Distribution v2.8: the local test registry
   busybox-static       # base image fixture
   skopeo               # independent check of pushed images
+  git                  # git:// sources run it; their tests serve repositories with git daemon
 )
 
 missing=()

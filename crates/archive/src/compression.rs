@@ -5,9 +5,9 @@ use std::fmt;
 use std::io::{self, BufRead, Read, Write};
 
 use flate2::bufread::MultiGzDecoder;
-use flate2::write::GzEncoder;
 
 use crate::Error;
+use crate::pargz::GzipEncoder;
 
 const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
 const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
@@ -167,8 +167,10 @@ impl<R: BufRead> Read for Decoder<R> {
 pub enum Encoder<W: Write> {
     /// No compression.
     Plain(W),
-    /// gzip, with a fixed header (no name, mtime 0) so the output is reproducible.
-    Gzip(GzEncoder<W>),
+    /// gzip, with a fixed header (no name, mtime 0, unknown OS) so the output is
+    /// reproducible, compressed on all cores in blocks that share their history (one
+    /// gzip member, the same bytes whatever the core count; see [`GzipEncoder`]).
+    Gzip(GzipEncoder<W>),
     /// zstd (single-threaded, no checksum, no content size in the frame header).
     Zstd(zstd::stream::write::Encoder<'static, W>),
 }
@@ -204,11 +206,8 @@ impl<W: Write> Encoder<W> {
         }
         Ok(match compression {
             Compression::Uncompressed => Encoder::Plain(inner),
-            Compression::Gzip => {
-                // In range 0..=9, checked above.
-                let level = flate2::Compression::new(level.unsigned_abs());
-                Encoder::Gzip(GzEncoder::new(inner, level))
-            }
+            // In range 0..=9, checked above.
+            Compression::Gzip => Encoder::Gzip(GzipEncoder::new(inner, level.unsigned_abs())),
             Compression::Zstd => Encoder::Zstd(
                 zstd::stream::write::Encoder::new(inner, level).map_err(|source| Error::Write {
                     entry: String::new(),

@@ -3,7 +3,8 @@
 //!
 //! This crate owns:
 //! - **Compression**: detecting gzip/zstd/plain by magic bytes, a decompressing
-//!   [`Decoder`], compressing [`Encoder`]s ([`Compression`]).
+//!   [`Decoder`], compressing [`Encoder`]s ([`Compression`]); gzip on all cores
+//!   ([`GzipEncoder`]).
 //! - **Apply** ([`apply_layer`]): unpacking a layer into a directory with OCI whiteouts
 //!   turned into overlayfs whiteouts or deletions ([`WhiteoutMode`]), owners, modes,
 //!   mtimes, xattrs, links and device nodes kept, and *safe extraction*: nothing is ever
@@ -34,6 +35,7 @@ mod diff;
 mod error;
 mod header;
 mod name;
+mod pargz;
 mod pipe;
 mod root;
 mod scan;
@@ -46,5 +48,6 @@ pub use compression::{Compression, Decoder, Encoder};
 pub use diff::{DiffOptions, diff_dirs, diff_overlay, diff_overlay_with_base};
 pub use error::Error;
 pub use name::{OPAQUE_MARKER, WHITEOUT_META_PREFIX, WHITEOUT_PREFIX};
+pub use pargz::GzipEncoder;
 pub use writer::DiffStats;
 pub use xattr::XattrPolicy;

@@ -92,18 +92,7 @@ impl Control for Controller {
                 req.exporter_deprecated
             )));
         }
-        if let Some(e) = req
-            .exporters
-            .iter()
-            .find(|e| e.r#type != "local" && e.r#type != "tar")
-        {
-            return Err(unimplemented(&format!("exporter {:?}", e.r#type)));
-        }
-        if !req.exporters.is_empty() && req.session.is_empty() {
-            return Err(Status::invalid_argument(
-                "solve: exporters send results over a client session, and none was given",
-            ));
-        }
+        crate::export::check(&req.exporters, &req.session)?;
         // Checked before any work starts, so a bad request fails fast and clearly.
         let given = if req.frontend.is_empty() {
             let def = req.definition.clone().ok_or_else(|| {
@@ -127,40 +116,54 @@ impl Control for Controller {
         });
         let cancel = self.shutdown.child_token();
         let _guard = CancelOnDrop(cancel.clone());
+        // Registry credentials and secrets come from this build's own session.
+        let job_session = crate::jobsession::JobSession::new(&self.sessions, &req.session);
         let result = async {
+            // An LLB build has no image config: the image exporters make a default one.
+            let mut source = exporter::ImageSource::default();
             let mut loaded = match given {
                 Some(l) => l,
                 None => {
-                    self.dockerfile_frontend(&req.frontend_attrs, &req.session, &progress, &cancel)
-                        .await?
-                        .definition
+                    let frontend = self
+                        .dockerfile_frontend(
+                            &req.frontend_attrs,
+                            &req.session,
+                            &job_session,
+                            &progress,
+                            &cancel,
+                        )
+                        .await?;
+                    source =
+                        crate::export::image_source(frontend.image_config, &req.frontend_attrs);
+                    frontend.definition
                 }
             };
             // Local sources without a session of their own come from this build's session.
             crate::frontend::attach_session(&mut loaded, &req.session);
-            let graph = ops::build_graph(&loaded, &self.ops)
+            let graph = ops::build_graph_for(&loaded, &self.ops, job_session.for_ops())
                 .map_err(|e| Status::invalid_argument(format!("invalid definition: {e}")))?;
             let r = self
                 .solver
                 .solve(graph, false, progress.clone(), cancel.clone())
                 .await
                 .map_err(|e| solve_status(&e))?;
-            if !req.exporters.is_empty() {
-                let caller = self
-                    .sessions
-                    .get(&req.session, crate::SESSION_WAIT)
-                    .await
-                    .map_err(|e| e.to_status())?;
-                crate::export::export(&self.ops, &caller, &req.exporters, &r).await?;
-            }
-            Ok::<(), Status>(())
+            let export = crate::export::Export {
+                ops: &self.ops,
+                sessions: &self.sessions,
+                session: &req.session,
+                job: &job_session,
+                progress: &progress,
+                source,
+            };
+            crate::export::export(&export, &req.exporters, &r).await
         }
         .await;
         drop(progress);
         let _ = forward.await;
         self.jobs.finish(&req.r#ref);
-        result?;
-        Ok(Response::new(SolveResponse::default()))
+        Ok(Response::new(SolveResponse {
+            exporter_response: result?,
+        }))
     }
 
     type StatusStream = BoxStream<StatusResponse>;

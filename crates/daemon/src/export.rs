@@ -1,65 +1,450 @@
-//! Exporters that send results to the client over its session: `local` (the files, by
-//! the fsutil protocol) and `tar` (one tar stream).
+//! Exporters: `local` (the files, by the fsutil protocol) and `tar` (one tar stream), sent
+//! to the client over its session; `image` (an image in the content store, pushed when
+//! asked), and `oci` and `docker` (image tarballs streamed to the client), made by the
+//! `exporter` crate.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::sync::Arc;
+use std::time::SystemTime;
 
+use exporter::{ExportOptions, Format, ImageSource, Kind};
 use ops::{OpsContext, Ref};
 use proto::control::Exporter;
+use solver::Progress;
 use tonic::Status;
 
 use crate::errors::unimplemented;
+use crate::jobsession::JobSession;
 
-/// Sends `result` to every exporter, in order; exporter `i` is the client's target `i`.
-pub(crate) async fn export(
-    ops: &Arc<OpsContext>,
-    caller: &session::Caller,
-    exporters: &[Exporter],
-    result: &Ref,
-) -> Result<(), Status> {
-    for (i, e) in exporters.iter().enumerate() {
-        let id = i as u64;
-        let (ctx, r) = (ops.clone(), result.clone());
-        let view = tokio::task::spawn_blocking(move || ops::mount_view(&ctx, &r))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|err| Status::internal(format!("exporter {}: {}", e.r#type, err.message)))?;
+/// Bytes of tarball sent to the client at a time (under the session's chunk limit).
+const TARBALL_CHUNK: usize = 1 << 20;
+
+/// Whether exporter `ty` sends its result to the client (and so needs a session).
+fn sends_to_client(ty: &str) -> bool {
+    matches!(ty, "local" | "tar" | "oci" | "docker")
+}
+
+/// Checks the exporters of a Solve request before any work starts: known types, valid
+/// attributes, and a session for those that send to the client.
+pub(crate) fn check(exporters: &[Exporter], session: &str) -> Result<(), Status> {
+    for e in exporters {
         match e.r#type.as_str() {
-            "local" => {
-                session::filesend::copy_to_caller(caller, id, view.path())
-                    .await
-                    .map_err(|err| Status::unknown(format!("exporter local: {err}")))?;
-            }
-            "tar" => {
-                let dir = view.path().to_path_buf();
-                let tar = tokio::task::spawn_blocking(move || {
-                    let empty = tempfile::tempdir()?;
-                    let mut out = Vec::new();
-                    archive::diff_dirs(
-                        empty.path(),
-                        &dir,
-                        &mut out,
-                        &archive::DiffOptions::default(),
-                    )
-                    .map_err(std::io::Error::other)?;
-                    Ok::<_, std::io::Error>(out)
-                })
-                .await
-                .map_err(|e| Status::internal(e.to_string()))?
-                .map_err(|err| Status::internal(format!("exporter tar: {err}")))?;
-                let mut w = session::filesend::copy_file_writer(caller, id, &BTreeMap::new())
-                    .await
-                    .map_err(|err| Status::unknown(format!("exporter tar: {err}")))?;
-                w.write(&tar)
-                    .await
-                    .map_err(|err| Status::unknown(format!("exporter tar: {err}")))?;
-                w.finish()
-                    .await
-                    .map_err(|err| Status::unknown(format!("exporter tar: {err}")))?;
-            }
-            other => return Err(unimplemented(&format!("exporter {other:?}"))),
+            "local" | "tar" => {}
+            t => match Kind::from_type(t) {
+                Some(kind) => {
+                    ExportOptions::parse(kind, &e.attrs)
+                        .map_err(|err| exporter_status(kind, &err))?;
+                }
+                None => return Err(unimplemented(&format!("exporter {t:?}"))),
+            },
         }
-        drop(view);
+        if sends_to_client(&e.r#type) && session.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "solve: the {} exporter sends its result over a client session, and none was given",
+                e.r#type
+            )));
+        }
     }
     Ok(())
+}
+
+/// What the image exporters take from the frontend: its image config, the platform the
+/// config names, and `SOURCE_DATE_EPOCH` from the build arguments (upstream's Dockerfile
+/// frontend passes it on the same way).
+pub(crate) fn image_source(
+    config: Vec<u8>,
+    frontend_attrs: &BTreeMap<String, String>,
+) -> ImageSource {
+    #[derive(serde::Deserialize)]
+    struct Platform {
+        #[serde(default)]
+        os: String,
+        #[serde(default)]
+        architecture: String,
+        #[serde(default)]
+        variant: String,
+    }
+    let platform = serde_json::from_slice::<Platform>(&config)
+        .ok()
+        .filter(|p| !p.os.is_empty() && !p.architecture.is_empty())
+        .map(|p| llb::Platform::new(&p.os, &p.architecture, &p.variant));
+    let epoch = frontend_attrs
+        .get("build-arg:SOURCE_DATE_EPOCH")
+        .and_then(|v| v.parse().ok());
+    ImageSource {
+        config: Some(config),
+        platform,
+        epoch,
+    }
+}
+
+/// What the exporters of one Solve work with.
+pub(crate) struct Export<'a> {
+    pub(crate) ops: &'a Arc<OpsContext>,
+    pub(crate) sessions: &'a session::SessionManager,
+    /// The client session of the build (empty: none).
+    pub(crate) session: &'a str,
+    /// Registry credentials for pushes.
+    pub(crate) job: &'a JobSession,
+    pub(crate) progress: &'a Progress,
+    /// The frontend's image config and platform, the build's `SOURCE_DATE_EPOCH`.
+    pub(crate) source: ImageSource,
+}
+
+/// Sends `result` to every exporter, in order (exporter `i` is the client's target `i`);
+/// returns what they answer, merged (a later exporter's key wins, as upstream's).
+pub(crate) async fn export(
+    x: &Export<'_>,
+    exporters: &[Exporter],
+    result: &Ref,
+) -> Result<BTreeMap<String, String>, Status> {
+    let mut response = BTreeMap::new();
+    let mut caller: Option<session::Caller> = None;
+    for (i, e) in exporters.iter().enumerate() {
+        let id = i as u64;
+        if sends_to_client(&e.r#type) && caller.is_none() {
+            caller = Some(
+                x.sessions
+                    .get(x.session, crate::SESSION_WAIT)
+                    .await
+                    .map_err(|e| e.to_status())?,
+            );
+        }
+        match (e.r#type.as_str(), &caller) {
+            ("local" | "tar", Some(caller)) => send_files(x.ops, caller, id, e, result).await?,
+            (t, caller) => match Kind::from_type(t) {
+                Some(kind) => {
+                    let r = export_image(x, caller.as_ref(), id, kind, &e.attrs, result).await?;
+                    response.extend(r);
+                }
+                None => return Err(unimplemented(&format!("exporter {t:?}"))),
+            },
+        }
+    }
+    Ok(response)
+}
+
+/// `local` and `tar`.
+async fn send_files(
+    ops: &Arc<OpsContext>,
+    caller: &session::Caller,
+    id: u64,
+    e: &Exporter,
+    result: &Ref,
+) -> Result<(), Status> {
+    let (ctx, r) = (ops.clone(), result.clone());
+    let view = tokio::task::spawn_blocking(move || ops::mount_view(&ctx, &r))
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|err| Status::internal(format!("exporter {}: {}", e.r#type, err.message)))?;
+    if e.r#type == "local" {
+        session::filesend::copy_to_caller(caller, id, view.path())
+            .await
+            .map_err(|err| Status::unknown(format!("exporter local: {err}")))?;
+        return Ok(());
+    }
+    let dir = view.path().to_path_buf();
+    let tar = tokio::task::spawn_blocking(move || {
+        let empty = tempfile::tempdir()?;
+        let mut out = Vec::new();
+        archive::diff_dirs(
+            empty.path(),
+            &dir,
+            &mut out,
+            &archive::DiffOptions::default(),
+        )
+        .map_err(std::io::Error::other)?;
+        Ok::<_, std::io::Error>(out)
+    })
+    .await
+    .map_err(|e| Status::internal(e.to_string()))?
+    .map_err(|err| Status::internal(format!("exporter tar: {err}")))?;
+    let mut w = session::filesend::copy_file_writer(caller, id, &BTreeMap::new())
+        .await
+        .map_err(|err| Status::unknown(format!("exporter tar: {err}")))?;
+    w.write(&tar)
+        .await
+        .map_err(|err| Status::unknown(format!("exporter tar: {err}")))?;
+    w.finish()
+        .await
+        .map_err(|err| Status::unknown(format!("exporter tar: {err}")))?;
+    drop(view);
+    Ok(())
+}
+
+fn exporter_status(kind: Kind, e: &exporter::Error) -> Status {
+    let msg = format!("exporter {}: {e}", kind.as_str());
+    match e {
+        exporter::Error::Option(_) => Status::invalid_argument(msg),
+        exporter::Error::Unsupported(_) => Status::unimplemented(msg),
+        _ => Status::unknown(msg),
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    Status::internal(format!("internal: {e}"))
+}
+
+/// The progress step of one exporter, with its sub-tasks as statuses (`exporting
+/// layers`, `pushing layers`, ...), as upstream shows them.
+struct Step<'a> {
+    progress: &'a Progress,
+    digest: String,
+    name: &'static str,
+    started: SystemTime,
+}
+
+impl<'a> Step<'a> {
+    fn start(progress: &'a Progress, name: &'static str) -> Step<'a> {
+        let digest = llb::digest_of(format!("{name} {}", llb::random_id()).as_bytes());
+        let started = SystemTime::now();
+        progress.step(&digest, name, started, None, None);
+        Step {
+            progress,
+            digest,
+            name,
+            started,
+        }
+    }
+
+    /// Marks sub-task `name` started at `started`, and done when `done`.
+    fn task(&self, name: &str, started: SystemTime, done: bool) {
+        let completed = done.then(SystemTime::now);
+        self.progress
+            .status(&self.digest, name, name, 0, 0, started, completed);
+    }
+
+    fn finish(self, error: Option<String>) {
+        self.progress.step(
+            &self.digest,
+            self.name,
+            self.started,
+            Some(SystemTime::now()),
+            error,
+        );
+    }
+}
+
+/// `image`, `oci` and `docker`.
+async fn export_image(
+    x: &Export<'_>,
+    caller: Option<&session::Caller>,
+    id: u64,
+    kind: Kind,
+    attrs: &BTreeMap<String, String>,
+    result: &Ref,
+) -> Result<BTreeMap<String, String>, Status> {
+    let opts = ExportOptions::parse(kind, attrs).map_err(|e| exporter_status(kind, &e))?;
+    let step = Step::start(x.progress, kind.step_name());
+    let out = export_image_steps(x, &step, caller, id, &opts, result).await;
+    step.finish(out.as_ref().err().map(|s| s.message().to_string()));
+    out
+}
+
+async fn export_image_steps(
+    x: &Export<'_>,
+    step: &Step<'_>,
+    caller: Option<&session::Caller>,
+    id: u64,
+    opts: &ExportOptions,
+    result: &Ref,
+) -> Result<BTreeMap<String, String>, Status> {
+    let kind = opts.kind;
+    let fail = |e: exporter::Error| exporter_status(kind, &e);
+    let worker = x.ops.worker.clone();
+
+    let layer_opts = exporter::LayerOptions {
+        compression: opts.compression,
+        rewrite_epoch: opts.rewrite_epoch(x.source.epoch),
+    };
+    // Upstream rewrites the layers in a step of its own; here they are made rewritten,
+    // so the one step says so.
+    let task = match layer_opts.rewrite_epoch {
+        Some(epoch) => {
+            format!("exporting layers (rewriting timestamps to source-date-epoch {epoch})")
+        }
+        None => "exporting layers".to_string(),
+    };
+    let t = SystemTime::now();
+    step.task(&task, t, false);
+    let (w, key) = (worker.clone(), result.key().map(String::from));
+    let layers = tokio::task::spawn_blocking(move || {
+        exporter::export_layers(&w, key.as_deref(), &layer_opts)
+    })
+    .await
+    .map_err(internal)?
+    .map_err(fail)?;
+    step.task(&task, t, true);
+
+    let now = SystemTime::now();
+    let (store, source, o) = (worker.content.clone(), x.source.clone(), opts.clone());
+    let mut image = tokio::task::spawn_blocking(move || {
+        exporter::commit(
+            &store,
+            &layers,
+            &source,
+            &o,
+            exporter::time::Timestamp::from_system(now),
+        )
+    })
+    .await
+    .map_err(internal)?
+    .map_err(fail)?;
+    let t = SystemTime::now();
+    step.task(
+        &format!("exporting manifest {}", image.manifest.digest),
+        t,
+        true,
+    );
+    step.task(
+        &format!("exporting config {}", image.config.digest),
+        t,
+        true,
+    );
+
+    if kind == Kind::Image {
+        let names = exporter::image_names(opts, &image.manifest.digest);
+        let response = exporter::response(&image, &names);
+        if opts.push {
+            for name in names.split(',').filter(|n| !n.is_empty()) {
+                let t = SystemTime::now();
+                step.task("pushing layers", t, false);
+                exporter::push(
+                    &worker,
+                    &image,
+                    name,
+                    opts.push_by_digest,
+                    opts.insecure,
+                    x.job.credential_source(),
+                )
+                .await
+                .map_err(fail)?;
+                step.task("pushing layers", t, true);
+                step.task(
+                    &format!("pushing manifest for {name}@{}", image.manifest.digest),
+                    SystemTime::now(),
+                    true,
+                );
+            }
+        }
+        return Ok(response);
+    }
+
+    // The tarballs say when they were made, as upstream's do.
+    let created = match opts.epoch(x.source.epoch) {
+        Some(secs) => exporter::time::Timestamp::from_secs(secs),
+        None => exporter::time::Timestamp::from_system(now),
+    };
+    image
+        .manifest
+        .annotations
+        .entry(exporter::ANNOTATION_CREATED.into())
+        .or_insert_with(|| created.to_rfc3339_secs());
+    let names = exporter::normalized_names(&opts.name).map_err(fail)?;
+    let response = exporter::response(&image, &names.join(","));
+    let Some(caller) = caller else {
+        return Err(internal("no client session for a tarball"));
+    };
+    let format = if kind == Kind::Docker {
+        Format::Docker
+    } else {
+        Format::Oci
+    };
+    let t = SystemTime::now();
+    step.task("sending tarball", t, false);
+    send_tarball(&worker.content, caller, id, &response, image, names, format)
+        .await
+        .map_err(|e| Status::unknown(format!("exporter {}: {}", kind.as_str(), e.message())))?;
+    step.task("sending tarball", t, true);
+    Ok(response)
+}
+
+/// A writer handing fixed-size chunks to an async receiver, for blocking code that writes
+/// what an async task sends on.
+struct ChunkWriter {
+    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl ChunkWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(TARBALL_CHUNK));
+        self.tx.blocking_send(chunk).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the client stopped receiving",
+            )
+        })
+    }
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len().min(TARBALL_CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() >= TARBALL_CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+/// Streams the tarball of `image` to the client's target `id`, while it is written.
+async fn send_tarball(
+    store: &content::ContentStore,
+    caller: &session::Caller,
+    id: u64,
+    response: &BTreeMap<String, String>,
+    image: exporter::Image,
+    names: Vec<String>,
+    format: Format,
+) -> Result<(), Status> {
+    let mut w = session::filesend::copy_file_writer(caller, id, response)
+        .await
+        .map_err(|e| e.to_status())?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    let store = store.clone();
+    let writer = tokio::task::spawn_blocking(move || {
+        let out = ChunkWriter {
+            tx,
+            buf: Vec::with_capacity(TARBALL_CHUNK),
+        };
+        let mut out = exporter::write_tarball(&store, &image, &names, format, out)?;
+        out.flush().map_err(|source| exporter::Error::Write {
+            entry: "the end of the tarball".into(),
+            source,
+        })
+    });
+    let mut sent = Ok(());
+    while let Some(chunk) = rx.recv().await {
+        if let Err(e) = w.write(&chunk).await {
+            sent = Err(e);
+            break;
+        }
+    }
+    // Unblocks the writer if the client went away.
+    drop(rx);
+    let written = writer.await.map_err(internal)?;
+    if let Err(e) = sent {
+        // The client declined the file (it exists already, say): not an error upstream.
+        let status = e.to_status();
+        if status.code() == tonic::Code::AlreadyExists {
+            return Ok(());
+        }
+        return Err(status);
+    }
+    written.map_err(|e| Status::unknown(e.to_string()))?;
+    match w.finish().await {
+        Ok(()) => Ok(()),
+        Err(e) if e.to_status().code() == tonic::Code::AlreadyExists => Ok(()),
+        Err(e) => Err(e.to_status()),
+    }
 }

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
 
-use dockerfile::convert::{ConvertOptions, Converter, ResolvedImage};
+use dockerfile::convert::{ConvertOptions, Converter, NamedContext, NoCache, ResolvedImage};
 use llb::{LoadedDefinition, MarshalOptions, OpOptions, Platform};
 use ops::Ref;
 use solver::Progress;
@@ -20,14 +20,14 @@ use tonic::Status;
 
 use crate::control::Controller;
 use crate::errors::solve_status;
+use crate::jobsession::JobSession;
 
 pub(crate) const DOCKERFILE_FRONTEND: &str = "dockerfile.v0";
 
 /// The frontend's result: the build's LLB and the image config of the target stage.
 pub(crate) struct Frontend {
     pub(crate) definition: LoadedDefinition,
-    /// The image config of the target; the image exporter writes it.
-    #[allow(dead_code)]
+    /// The image config of the target; the image exporters write it.
     pub(crate) image_config: Vec<u8>,
 }
 
@@ -96,11 +96,13 @@ impl Controller {
         .map_err(|e| Status::internal(e.to_string()))?
     }
 
-    /// Runs the Dockerfile frontend for a Solve request.
+    /// Runs the Dockerfile frontend for a Solve request; base images are resolved with the
+    /// registry credentials of `job` (the build's client session).
     pub(crate) async fn dockerfile_frontend(
         &self,
         attrs: &BTreeMap<String, String>,
         session: &str,
+        job: &JobSession,
         progress: &Progress,
         cancel: &CancellationToken,
     ) -> Result<Frontend, Status> {
@@ -195,7 +197,50 @@ impl Controller {
                 build_platform: Platform::host(),
                 context_name: context_local,
                 context_excludes: excludes,
-                ignore_cache: attrs.contains_key("no-cache"),
+                no_cache: match attrs.get("no-cache").map(String::as_str) {
+                    None => NoCache::None,
+                    Some("") => NoCache::All,
+                    Some(list) => {
+                        NoCache::Stages(list.split(',').map(|s| s.trim().to_string()).collect())
+                    }
+                },
+                labels: attrs
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        k.strip_prefix("label:").map(|k| (k.to_string(), v.clone()))
+                    })
+                    .collect(),
+                extra_hosts: parse_extra_hosts(attrs.get("add-hosts").map_or("", String::as_str))?,
+                shm_size: match attrs.get("shm-size").map(String::as_str) {
+                    None | Some("") => 0,
+                    Some(v) => v.parse().map_err(|_| {
+                        invalid(format!("--opt shm-size={v}: expected a size in bytes"))
+                    })?,
+                },
+                network: match attrs.get("force-network-mode").map(String::as_str) {
+                    None | Some("") | Some("sandbox") | Some("default") => None,
+                    Some("none") => Some(llb::NetMode::None),
+                    Some("host") => Some(llb::NetMode::Host),
+                    Some(v) => {
+                        return Err(invalid(format!(
+                            "--opt force-network-mode={v}: expected none, host or sandbox"
+                        )));
+                    }
+                },
+                hostname: attrs
+                    .get("build-arg:BUILDKIT_SANDBOX_HOSTNAME")
+                    .or_else(|| attrs.get("hostname"))
+                    .filter(|h| !h.is_empty())
+                    .cloned(),
+                named_contexts: attrs
+                    .iter()
+                    .filter_map(|(k, v)| k.strip_prefix("context:").map(|k| (k, v)))
+                    .map(|(k, v)| {
+                        NamedContext::parse(v)
+                            .map(|c| (k.to_string(), c))
+                            .map_err(|e| invalid(format!("--opt context:{k}: {e}")))
+                    })
+                    .collect::<Result<_, _>>()?,
             },
         )
         .map_err(|e| invalid(e.to_string()))?;
@@ -211,7 +256,7 @@ impl Controller {
                 .ops
                 .worker
                 .registry
-                .resolve_config(&req.reference, &req.platform)
+                .resolve_config_with(&req.reference, &req.platform, job.credential_source())
                 .await;
             let error = res.as_ref().err().map(|e| e.to_string());
             progress.step(&id, &name, started, Some(SystemTime::now()), error);
@@ -248,5 +293,36 @@ impl Controller {
             definition,
             image_config: out.image.to_json(),
         })
+    }
+}
+
+/// `add-hosts`: `host=ip` or `host:ip` entries separated by commas.
+fn parse_extra_hosts(v: &str) -> Result<Vec<(String, std::net::IpAddr)>, Status> {
+    let mut out = Vec::new();
+    for entry in v.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (host, ip) = entry
+            .split_once('=')
+            .or_else(|| entry.split_once(':'))
+            .ok_or_else(|| invalid(format!("--opt add-hosts: {entry:?} is not HOST=IP")))?;
+        let ip = ip
+            .parse()
+            .map_err(|_| invalid(format!("--opt add-hosts: {ip:?} is not an IP address")))?;
+        out.push((host.to_string(), ip));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_extra_hosts;
+
+    #[test]
+    fn extra_hosts() {
+        let h = parse_extra_hosts("db=10.0.0.1, cache:::1").unwrap();
+        assert_eq!(h[0].0, "db");
+        assert_eq!(h[1].1.to_string(), "::1");
+        assert!(parse_extra_hosts("nohost").is_err());
+        assert!(parse_extra_hosts("a=notanip").is_err());
+        assert!(parse_extra_hosts("").unwrap().is_empty());
     }
 }

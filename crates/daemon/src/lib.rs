@@ -2,7 +2,8 @@
 //! one OCI worker, and the listeners it serves on (unix sockets, TCP).
 //!
 //! What works today: `Session` (the client's tunnel: local directories, outputs),
-//! `Solve` of LLB definitions with `local` and `tar` exporters, `Status`, `Info`,
+//! `Solve` of LLB definitions with the `local`, `tar`, `image`, `oci` and `docker`
+//! exporters, `Status`, `Info`,
 //! `ListWorkers`; the other RPCs answer `Unimplemented` with a message saying so. Errors become gRPC statuses in one place (`errors`).
 #![forbid(unsafe_code)]
 
@@ -12,6 +13,7 @@ mod errors;
 mod export;
 mod frontend;
 mod jobs;
+mod jobsession;
 mod listen;
 
 use std::path::PathBuf;

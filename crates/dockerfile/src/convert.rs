@@ -83,8 +83,10 @@ pub struct ConvertOptions {
     pub shm_size: i64,
     /// `force-network-mode`: the network of every RUN without `--network`.
     pub network: Option<llb::NetMode>,
-    /// `context:NAME=...`: stages and images replaced by other sources.
+        /// `context:NAME=...`: stages and images replaced by other sources.
     pub named_contexts: BTreeMap<String, NamedContext>,
+    /// The hostname of every RUN (`--build-arg BUILDKIT_SANDBOX_HOSTNAME=...`).
+    pub hostname: Option<String>,
 }
 
 /// Which stages ignore the cache.
@@ -139,7 +141,8 @@ impl Default for ConvertOptions {
             extra_hosts: Vec::new(),
             shm_size: 0,
             network: None,
-            named_contexts: BTreeMap::new(),
+                        named_contexts: BTreeMap::new(),
+            hostname: None,
         }
     }
 }
@@ -1007,8 +1010,11 @@ impl Pass<'_> {
             d.image.config.working_dir = wd.to_string();
             d.state = d.state.dir(wd);
         }
-        if !d.image.config.user.is_empty() {
+                if !d.image.config.user.is_empty() {
             d.state = d.state.user(&d.image.config.user.clone());
+        }
+        if let Some(h) = &self.conv.opts.hostname {
+            d.state = d.state.hostname(h);
         }
     }
 

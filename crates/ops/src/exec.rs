@@ -1,5 +1,9 @@
 //! Exec ops: a process over a root filesystem and extra mounts, run by the worker's
 //! executor. Every writable bind mount with an output index becomes an output.
+//!
+//! Secrets (secret mounts, secret environment variables) come from the job's client
+//! session when the op runs. They are not part of the cache key (upstream's rule: the
+//! op names a secret by id, its value does not change the key).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -11,7 +15,9 @@ use solver::{BoxFuture, CacheMap, Dep, Op, OpContext, OpError};
 
 use crate::cachemount::{CacheMountGuard, Sharing};
 use crate::mounted::{Active, Mounted, join_inside, view};
-use crate::{OpsContext, Ref, blocking, op_err};
+use crate::secretmount::SecretFile;
+use crate::sshmount::SshSocket;
+use crate::{BuildSession, OpsContext, Ref, blocking, op_err};
 
 /// How many lines of output an error shows.
 const ERROR_LINES: usize = 10;
@@ -21,6 +27,8 @@ pub(crate) struct ExecOp {
     pub(crate) exec: pb::ExecOp,
     pub(crate) op_digest: Digest,
     pub(crate) inputs: usize,
+    /// The job's client session: secrets come from it.
+    pub(crate) session: Option<Arc<dyn BuildSession>>,
 }
 
 fn is_bind(m: &pb::Mount) -> bool {
@@ -43,6 +51,43 @@ impl ExecOp {
         }
     }
 
+    /// Secret `id` from the job's session; `None` when the client does not have it (or
+    /// the build has no session).
+    async fn secret(&self, id: &str) -> Result<Option<Vec<u8>>, OpError> {
+        match &self.session {
+            Some(s) => s
+                .secret(id)
+                .await
+                .map_err(|e| OpError::new(format!("secret {id}: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// `NAME=value` for each secret environment variable. A missing optional secret sets
+    /// the variable empty, as upstream does.
+    async fn secret_env(&self) -> Result<Vec<(String, String)>, OpError> {
+        let mut out = Vec::new();
+        for se in &self.exec.secretenv {
+            if se.id.is_empty() {
+                return Err(OpError::new(format!(
+                    "secret ID missing for {:?} environment variable",
+                    se.name
+                )));
+            }
+            let value = match self.secret(&se.id).await? {
+                Some(v) => v,
+                None if se.optional => Vec::new(),
+                None => return Err(secret_not_found(&se.id)),
+            };
+            // Environment values are strings; upstream converts the bytes the same way.
+            out.push((
+                se.name.clone(),
+                String::from_utf8_lossy(&value).into_owned(),
+            ));
+        }
+        Ok(out)
+    }
+
     fn command(&self) -> String {
         self.exec
             .meta
@@ -62,6 +107,12 @@ struct Prepared {
     discarded: Vec<Active>,
     views: Vec<Mounted>,
     caches: Vec<CacheMountGuard>,
+    secrets: Vec<SecretFile>,
+    ssh: Vec<SshSocket>,
+}
+
+fn secret_not_found(id: &str) -> OpError {
+    OpError::new(format!("secret {id} not found"))
 }
 
 impl Op<Ref> for ExecOp {
@@ -128,6 +179,11 @@ impl Op<Ref> for ExecOp {
             req.readonly_rootfs = p.readonly_root;
             req.mounts = std::mem::take(&mut p.extra);
             req.env = meta.env.clone();
+            for (name, value) in self.secret_env().await? {
+                let prefix = format!("{name}=");
+                req.env.retain(|e| !e.starts_with(&prefix));
+                req.env.push(format!("{name}={value}"));
+            }
             req.cwd = if meta.cwd.is_empty() {
                 "/".into()
             } else {
@@ -187,9 +243,11 @@ impl Op<Ref> for ExecOp {
                 discarded,
                 views,
                 caches,
+                secrets,
+                ssh,
                 ..
             } = p;
-            drop((views, caches));
+            drop((views, caches, secrets, ssh));
             blocking(move || {
                 drop(discarded);
                 outputs.sort_by_key(|(i, _)| *i);
@@ -271,19 +329,40 @@ impl ExecOp {
                     .await
                     .map_err(OpError::new)?;
                 if guard.fresh && input.key().is_some() {
-                    // seed a new cache directory from the mount's source
+                    // Seed a new cache directory from the mount's source (its selected
+                    // sub-directory), and give the cache root that directory's owner and
+                    // mode: `--mount=type=cache,uid=..,mode=..` works that way.
                     let target = guard.path.clone();
+                    let selector = if m.selector.is_empty() {
+                        "/".to_string()
+                    } else {
+                        m.selector.clone()
+                    };
                     blocking(move || {
                         let v = view(&ops, &input)?;
                         let copy = pb::FileActionCopy {
-                            src: "/".into(),
+                            src: selector.clone(),
                             dest: "/".into(),
                             mode: -1,
                             timestamp: -1,
                             dir_copy_contents: true,
+                            allow_empty_wildcard: true,
                             ..pb::FileActionCopy::default()
                         };
                         fileop::copy(v.path(), &target, &copy, None).map_err(op_err)?;
+                        let src = v.path().join(selector.trim_start_matches('/'));
+                        if let Ok(md) = std::fs::symlink_metadata(&src)
+                            && md.is_dir()
+                        {
+                            use std::os::unix::fs::{MetadataExt, PermissionsExt};
+                            std::os::unix::fs::chown(&target, Some(md.uid()), Some(md.gid()))
+                                .map_err(op_err)?;
+                            std::fs::set_permissions(
+                                &target,
+                                std::fs::Permissions::from_mode(md.mode() & 0o7777),
+                            )
+                            .map_err(op_err)?;
+                        }
                         Ok(())
                     })
                     .await?;
@@ -308,13 +387,52 @@ impl ExecOp {
                     source: MountSource::Tmpfs { size },
                 });
             }
-            Ok(pb::MountType::Secret) | Ok(pb::MountType::Ssh) => {
-                let optional = m.secret_opt.as_ref().is_some_and(|s| s.optional)
-                    || m.ssh_opt.as_ref().is_some_and(|s| s.optional);
-                if !optional {
+            Ok(pb::MountType::Secret) => {
+                let opt = m.secret_opt.clone().ok_or_else(|| {
+                    OpError::new(format!("mount {dest}: invalid secret mount options"))
+                })?;
+                if opt.id.is_empty() {
                     return Err(OpError::new(format!(
-                        "mount {dest}: secret and ssh mounts need a client session, which this build has not"
+                        "mount {dest}: secret ID missing from mount options"
                     )));
+                }
+                let Some(data) = self.secret(&opt.id).await? else {
+                    if opt.optional {
+                        // Upstream mounts nothing for a missing optional secret.
+                        return Ok(());
+                    }
+                    return Err(secret_not_found(&opt.id));
+                };
+                let tmp = self.ctx.worker.tmp_dir();
+                let file = blocking(move || {
+                    SecretFile::create(&tmp, &data, opt.uid, opt.gid, opt.mode)
+                        .map_err(|e| OpError::new(format!("mount {dest}: secret {}: {e}", opt.id)))
+                })
+                .await?;
+                p.extra.push(ExtraMount {
+                    dest: m.dest.clone().into(),
+                    source: MountSource::Bind {
+                        path: file.path().to_path_buf(),
+                        readonly: true,
+                    },
+                });
+                p.secrets.push(file);
+            }
+            Ok(pb::MountType::Ssh) => {
+                let tmp = self.ctx.worker.tmp_dir();
+                let session = self.session.as_ref();
+                // None: an optional agent the client does not forward, mounted nowhere.
+                if let Some(socket) =
+                    crate::sshmount::prepare(tmp, session, m.ssh_opt.as_ref()).await?
+                {
+                    p.extra.push(ExtraMount {
+                        dest: dest.into(),
+                        source: MountSource::Bind {
+                            path: socket.path().to_path_buf(),
+                            readonly: false,
+                        },
+                    });
+                    p.ssh.push(socket);
                 }
             }
             Err(_) => {

@@ -13,7 +13,7 @@ use crate::exec::ExecOp;
 use crate::file::FileOp;
 use crate::merge::{DiffOp, MergeOp};
 use crate::source::SourceOp;
-use crate::{OpsContext, Ref};
+use crate::{BuildSession, OpsContext, Ref};
 
 /// The digest that identifies what an op does, apart from its inputs: sha256 of the op
 /// encoded with its inputs left out. Inputs enter cache keys through the solver, by key or
@@ -61,8 +61,19 @@ pub fn vertex_name(op: &pb::Op, md: &pb::OpMetadata) -> String {
     }
 }
 
-/// Builds the solver graph for `def`, with ops running on `ctx`.
+/// Builds the solver graph for `def`, with ops running on `ctx`, for a build without a
+/// client session (anonymous pulls, no secrets).
 pub fn build_graph(def: &LoadedDefinition, ctx: &Arc<OpsContext>) -> Result<Graph<Ref>, String> {
+    build_graph_for(def, ctx, None)
+}
+
+/// Builds the solver graph of one job: its image sources and exec ops use `session` (the
+/// job's client session) for registry credentials and secrets.
+pub fn build_graph_for(
+    def: &LoadedDefinition,
+    ctx: &Arc<OpsContext>,
+    session: Option<Arc<dyn BuildSession>>,
+) -> Result<Graph<Ref>, String> {
     let index: HashMap<&str, usize> = def
         .order
         .iter()
@@ -96,6 +107,8 @@ pub fn build_graph(def: &LoadedDefinition, ctx: &Arc<OpsContext>) -> Result<Grap
                     source: s.clone(),
                     platform,
                     op_digest: digest,
+                    session: session.clone(),
+                    resolved: Default::default(),
                 })
             }
             Some(pb::op::Op::Exec(e)) => Arc::new(ExecOp {
@@ -103,6 +116,7 @@ pub fn build_graph(def: &LoadedDefinition, ctx: &Arc<OpsContext>) -> Result<Grap
                 exec: e.clone(),
                 op_digest: digest,
                 inputs: n,
+                session: session.clone(),
             }),
             Some(pb::op::Op::File(f)) => Arc::new(FileOp {
                 ctx: ctx.clone(),

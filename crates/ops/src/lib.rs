@@ -9,24 +9,36 @@
 //! unrelated change in a build context does not invalidate a step, and equal content from
 //! two sources hits the same cache.
 //!
+//! The client session of a build reaches its ops through a [`BuildSession`], given to
+//! [`build_graph_for`] per job: image sources take registry credentials from it, exec ops
+//! secrets (secret mounts and secret environment variables) and SSH agents (ssh mounts).
+//! Secrets are never part of a cache key, and a secret mount's file lives on a tmpfs for
+//! the length of one run; an ssh mount's socket lives as long, and which agent is behind
+//! it does not change the key either.
+//!
 //! This crate does not parse Dockerfiles (the frontend does) or talk to clients (the
-//! session fills the [`LocalProvider`]).
+//! session fills the [`LocalProvider`], the daemon implements [`BuildSession`]).
 #![forbid(unsafe_code)]
 
 mod cachemount;
 mod exec;
 mod file;
+mod git;
 mod graph;
+mod http;
 mod local;
 mod localsync;
 mod merge;
 mod mounted;
+mod remote;
+mod secretmount;
 mod source;
+mod sshmount;
 
 use std::sync::Arc;
 
 pub use cachemount::CacheMounts;
-pub use graph::{build_graph, vertex_name};
+pub use graph::{build_graph, build_graph_for, vertex_name};
 pub use local::{DirProvider, LocalProvider, SyncStats};
 pub use mounted::Mounted;
 
@@ -48,6 +60,50 @@ impl Ref {
     /// The snapshot key, `None` for scratch.
     pub fn key(&self) -> Option<&str> {
         self.0.as_deref()
+    }
+}
+
+/// What the ops of one build get from that build's client session. Each job brings its
+/// own (see [`build_graph_for`]), so concurrent builds never use each other's credentials
+/// or secrets.
+pub trait BuildSession: Send + Sync {
+    /// Registry credentials for `host` (as [`registry::auth_host`] names it); `Ok(None)`
+    /// means anonymous access.
+    fn credentials<'a>(
+        &'a self,
+        host: &'a str,
+    ) -> solver::BoxFuture<'a, Result<Option<registry::Credentials>, String>>;
+
+    /// The value of secret `id`; `Ok(None)` when the client does not have it.
+    fn secret<'a>(&'a self, id: &'a str) -> solver::BoxFuture<'a, Result<Option<Vec<u8>>, String>>;
+
+    /// Whether the client forwards its SSH agent `id`. By default a session forwards none.
+    fn ssh_agent<'a>(&'a self, id: &'a str) -> solver::BoxFuture<'a, Result<bool, String>> {
+        let _ = id;
+        Box::pin(async { Ok(false) })
+    }
+
+    /// Carries `conn`, a connection made to an ssh mount's socket, to the client's agent
+    /// `id` until either side closes.
+    fn forward_ssh<'a>(
+        &'a self,
+        id: &'a str,
+        conn: tokio::net::UnixStream,
+    ) -> solver::BoxFuture<'a, Result<(), String>> {
+        drop(conn);
+        Box::pin(async move { Err(format!("no SSH agent {id:?} in this session")) })
+    }
+}
+
+/// A build's session as the registry asks it.
+pub(crate) struct SessionCredentials<'a>(pub(crate) &'a dyn BuildSession);
+
+impl registry::CredentialSource for SessionCredentials<'_> {
+    fn credentials<'a>(
+        &'a self,
+        host: &'a str,
+    ) -> solver::BoxFuture<'a, Result<Option<registry::Credentials>, String>> {
+        self.0.credentials(host)
     }
 }
 

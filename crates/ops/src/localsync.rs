@@ -20,13 +20,21 @@
 //!   ref is reused only while that view still exists with it as parent. Opening the
 //!   worker reclaims views, so [`repin`] puts the pins back when the ops context is
 //!   created, before any build or prune can run.
-//! - A changed sync produces a new snapshot filled by a metadata-preserving copy of the
-//!   directory (`fileop::copy`: owners, modes, times, xattrs, hard links; file data with
-//!   `copy_file_range`, so reflinked where the filesystem can). Hard links into the
-//!   snapshot would be cheaper, and the receiver would allow them (it never writes into
-//!   an existing file: changed files are removed and created anew with `O_EXCL`), but
-//!   `link(2)` fails across the snapshot's mount point, and writing into the snapshot's
-//!   backing directory behind the snapshotter's back is not worth the saving.
+//! - A changed sync produces a new snapshot. With the overlay snapshotter, when the
+//!   mapped ref is still pinned, the new snapshot is prepared on top of it and brought up
+//!   to date with the directory by a metadata walk ([`delta`]): only what changed is
+//!   copied, and what is gone is removed (whiteouts in the new layer), so a one-file
+//!   change costs about that file. The stack is bounded: once the mapped ref has
+//!   [`MAX_LAYERS`] layers, the next change is copied in full, which flattens it again.
+//!   Otherwise (first build, native snapshotter, an update that failed) the new snapshot
+//!   is filled by a metadata-preserving copy of the whole directory (`fileop::copy`:
+//!   owners, modes, times, xattrs, hard links; file data with `copy_file_range`, so
+//!   reflinked where the filesystem can). The native snapshotter is left out of the
+//!   update because its `prepare` copies the parent anyway, and a stack of full copies
+//!   would keep every ancestor from being removed. Hard links from the directory into
+//!   the snapshot would be cheaper still, but `link(2)` fails across the snapshot's
+//!   mount point, and writing into the snapshot's backing directory behind the
+//!   snapshotter's back is not worth the saving.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -45,12 +53,19 @@ use crate::local::{SyncStats, patterns};
 use crate::mounted::Active;
 use crate::{OpsContext, Ref, op_err};
 
+mod delta;
+
 /// Where the directories live, under the worker root.
 const DIR: &str = "local-sources";
 /// The metadata table of key → mapping.
 const TABLE: &str = "ops.local-sources";
 /// Prefix of the view snapshots that pin mapped refs.
 const HOLD_PREFIX: &str = "local-source/";
+/// Most layers (snapshots in a parent chain) a local source's ref may have when it is
+/// made by updating the previous one; a change beyond copies everything again. Each
+/// layer costs every lookup in a mounted view a little, and keeps the layers below it
+/// from being removed.
+const MAX_LAYERS: usize = 16;
 
 /// The key of a local source's directory (hex sha256); see the module documentation.
 pub(crate) fn source_key(
@@ -234,6 +249,21 @@ impl<'a> Pins<'a> {
         held && self.committed(snapshot)
     }
 
+    /// How many snapshots the chain from `snapshot` to its oldest ancestor holds,
+    /// counting at most `MAX_LAYERS + 1`.
+    fn layers(&self, snapshot: &str) -> usize {
+        let mut n = 0;
+        let mut next = Some(snapshot.to_string());
+        while let Some(key) = next {
+            n += 1;
+            if n > MAX_LAYERS {
+                break;
+            }
+            next = self.snapshots.stat(&key).ok().and_then(|i| i.parent);
+        }
+        n
+    }
+
     /// Points the pin of `key` at committed `snapshot` (moving it off another one).
     fn pin(&self, key: &str, snapshot: &str) -> Result<(), snapshot::Error> {
         self.unpin(key)?;
@@ -348,7 +378,20 @@ pub(crate) fn sync(
         tracing::debug!(name, snapshot, "local source unchanged; reusing its ref");
         return Ok((Ref::snapshot(snapshot), stats));
     }
-    let r = commit_copy(ops, &dir)?;
+    // The previous ref is a copy of an earlier state of the directory: build on it when
+    // that is cheap (see the module documentation).
+    let base = previous
+        .as_ref()
+        .map(|m| m.snapshot.as_str())
+        .filter(|s| stacks_cheaply(ops) && pins.pinned(&key, s))
+        .filter(|s| pins.layers(s) < MAX_LAYERS);
+    let r = match base {
+        Some(base) => commit_update(ops, &dir, base).or_else(|e| {
+            tracing::warn!(name, error = %e, "updating the previous copy of a local source failed; copying it in full");
+            commit_copy(ops, &dir)
+        })?,
+        None => commit_copy(ops, &dir)?,
+    };
     if let (Some(f), Some(snapshot)) = (fingerprint, r.key())
         && let Err(e) = pins.remember(&key, snapshot, f)
     {
@@ -372,6 +415,31 @@ fn sync_fresh(
             .map_err(OpError::new)?
     };
     Ok((active.commit()?, stats))
+}
+
+/// Whether a snapshot prepared over another costs only what is written to it.
+fn stacks_cheaply(ops: &OpsContext) -> bool {
+    ops.worker.snapshotter.name() == snapshot::OverlaySnapshotter::NAME
+}
+
+/// A new snapshot on top of committed `base`, a copy of an earlier state of `dir`,
+/// updated to hold what a copy of `dir` would ([`delta::update`]).
+fn commit_update(ops: &OpsContext, dir: &Path, base: &str) -> Result<Ref, OpError> {
+    let active = Active::prepare(ops, &Ref::snapshot(base))?;
+    {
+        let m = active.mount(ops)?;
+        let stats = delta::update(dir, m.path())
+            .map_err(|e| op_err(format!("updating the synced local source: {e}")))?;
+        tracing::debug!(
+            base,
+            copied = stats.copied,
+            removed = stats.removed,
+            linked = stats.linked,
+            unchanged = stats.unchanged,
+            "local source updated over its previous ref"
+        );
+    }
+    active.commit()
 }
 
 /// A new snapshot holding a copy of `dir`.
@@ -641,6 +709,252 @@ mod tests {
         assert!(other.is_some(), "other keys are independent");
         drop(first);
         assert!(Lease::try_take(&a).is_some(), "free again");
+    }
+
+    #[test]
+    fn layers_count_the_parent_chain() {
+        let tmp = tempfile::tempdir().unwrap();
+        let md: std::sync::Arc<dyn MetadataStore> =
+            std::sync::Arc::new(metadata::MemStore::default());
+        let snaps = snapshot::NativeSnapshotter::new(tmp.path(), md.clone()).unwrap();
+        let pins = Pins::new(&snaps, md.as_ref());
+        let mut parent: Option<String> = None;
+        for i in 1..=MAX_LAYERS + 3 {
+            snaps.prepare(&format!("a{i}"), parent.as_deref()).unwrap();
+            let name = format!("ref/{i}");
+            snaps.commit(&name, &format!("a{i}")).unwrap();
+            assert_eq!(pins.layers(&name), i.min(MAX_LAYERS + 1), "{name}");
+            parent = Some(name);
+        }
+    }
+
+    fn is_root() -> bool {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("Uid:"))
+                    .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
+            })
+            .unwrap_or(false)
+    }
+
+    /// What a tree holds, entry by entry, for comparing two copies: everything a copy
+    /// carries over except access times and xattrs, file contents, and which paths
+    /// share an inode (each path names the first path of its inode).
+    fn tree(root: &Path) -> Vec<(String, String)> {
+        use std::collections::HashMap;
+        let mut out = Vec::new();
+        let mut inodes: HashMap<(u64, u64), String> = HashMap::new();
+        let mut pending = vec![PathBuf::new()];
+        while let Some(rel) = pending.pop() {
+            let path = root.join(&rel);
+            let md = std::fs::symlink_metadata(&path).unwrap();
+            let shown = rel.to_string_lossy().into_owned();
+            let mut desc = format!(
+                "mode={:o} uid={} gid={} mtime={}.{:09} rdev={}",
+                md.mode(),
+                md.uid(),
+                md.gid(),
+                md.mtime(),
+                md.mtime_nsec(),
+                md.rdev()
+            );
+            let ft = md.file_type();
+            if ft.is_dir() {
+                let mut names: Vec<_> = std::fs::read_dir(&path)
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name())
+                    .collect();
+                names.sort();
+                for name in names.into_iter().rev() {
+                    pending.push(rel.join(name));
+                }
+            } else if ft.is_symlink() {
+                desc += &format!(" -> {}", std::fs::read_link(&path).unwrap().display());
+            } else if ft.is_file() {
+                let data = std::fs::read(&path).unwrap();
+                desc += &format!(" size={} sha256={}", md.size(), Digest::of(&data).hex());
+                let first = inodes
+                    .entry((md.dev(), md.ino()))
+                    .or_insert_with(|| shown.clone());
+                desc += &format!(" inode-of={first}");
+            }
+            out.push((shown, desc));
+        }
+        out
+    }
+
+    fn assert_same_tree(got: &Path, want: &Path, what: &str) {
+        let (got, want) = (tree(got), tree(want));
+        let paths = |t: &[(String, String)]| t.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
+        assert_eq!(paths(&got), paths(&want), "{what}: the same paths");
+        for ((path, g), (_, w)) in got.iter().zip(&want) {
+            assert_eq!(g, w, "{what}: {path:?}");
+        }
+    }
+
+    fn set_mtime(path: &Path, secs: u64, nanos: u32) {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos);
+        let f = std::fs::File::open(path).unwrap();
+        f.set_times(std::fs::FileTimes::new().set_accessed(t).set_modified(t))
+            .unwrap();
+    }
+
+    fn write(root: &Path, rel: &str, data: &[u8]) {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap();
+    }
+
+    fn chmod(root: &Path, rel: &str, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(root.join(rel), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    fn mkfifo(path: &Path) -> bool {
+        std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// The update of a previous copy and a fresh full copy of the same directory are
+    /// the same tree, through changes of every kind and a stack of updates.
+    #[tokio::test]
+    async fn an_update_over_the_previous_copy_equals_a_full_copy() {
+        use std::os::unix::fs::symlink;
+        if !is_root() {
+            eprintln!("SKIPPED: needs root (mounts snapshots)");
+            return;
+        }
+        let root = tempfile::tempdir().unwrap();
+        let w = worker::Worker::open(
+            root.path(),
+            worker::WorkerOptions {
+                snapshotter: Some("overlayfs".into()),
+                ..worker::WorkerOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        let ops = OpsContext::new(
+            std::sync::Arc::new(w),
+            std::sync::Arc::new(crate::DirProvider::new()),
+        );
+        assert!(stacks_cheaply(&ops));
+        let src_tmp = tempfile::tempdir().unwrap();
+        let src = src_tmp.path();
+
+        // The first state: a bit of everything.
+        write(src, "a.txt", b"alpha\n");
+        write(src, "same-size.txt", b"0123456789");
+        write(src, "touched.txt", b"touched\n");
+        write(src, "exec.sh", b"#!/bin/sh\n");
+        chmod(src, "exec.sh", 0o755);
+        write(src, "owned.txt", b"owned\n");
+        write(src, "sub/b.txt", b"beta\n");
+        write(src, "sub/deep/c.txt", b"gamma\n");
+        write(src, "gone/x.txt", b"x\n");
+        write(src, "gone/y/z.txt", b"z\n");
+        write(src, "file-to-dir", b"f\n");
+        write(src, "dir-to-file/inner.txt", b"inner\n");
+        write(src, "private/secret.txt", b"s\n");
+        write(src, "links/h1", b"linked\n");
+        std::fs::hard_link(src.join("links/h1"), src.join("links/h2")).unwrap();
+        write(src, "links/split1", b"split\n");
+        std::fs::hard_link(src.join("links/split1"), src.join("links/split2")).unwrap();
+        std::fs::create_dir(src.join("empty")).unwrap();
+        symlink("a.txt", src.join("link")).unwrap();
+        symlink("../nowhere", src.join("sub/dangling")).unwrap();
+        symlink("sub", src.join("link-to-file")).unwrap();
+        let fifo = mkfifo(&src.join("pipe"));
+        set_mtime(&src.join("touched.txt"), 1_000_000_000, 5);
+        set_mtime(&src.join("sub"), 1_100_000_000, 0);
+
+        let base = commit_copy(&ops, src).unwrap();
+
+        // Every kind of change.
+        write(src, "a.txt", b"alpha, longer now\n");
+        std::fs::write(src.join("same-size.txt"), b"9876543210").unwrap();
+        set_mtime(&src.join("same-size.txt"), 1_200_000_000, 7);
+        set_mtime(&src.join("touched.txt"), 1_000_000_000, 6);
+        chmod(src, "exec.sh", 0o4750);
+        std::os::unix::fs::lchown(src.join("owned.txt"), Some(1000), Some(1001)).unwrap();
+        std::fs::remove_dir_all(src.join("gone")).unwrap();
+        std::fs::remove_file(src.join("file-to-dir")).unwrap();
+        write(src, "file-to-dir/now.txt", b"now a dir\n");
+        std::fs::remove_dir_all(src.join("dir-to-file")).unwrap();
+        write(src, "dir-to-file", b"now a file\n");
+        chmod(src, "private", 0o700);
+        write(src, "new/dir/n.txt", b"new\n");
+        write(src, "sub/deep/added.txt", b"added\n");
+        std::fs::remove_file(src.join("link")).unwrap();
+        symlink("sub/b.txt", src.join("link")).unwrap();
+        std::fs::remove_file(src.join("link-to-file")).unwrap();
+        write(src, "link-to-file", b"no longer a link\n");
+        // A new link to an unchanged file, one across a new directory, and a link
+        // broken in two copies.
+        std::fs::hard_link(src.join("links/h1"), src.join("links/h3")).unwrap();
+        std::fs::hard_link(src.join("links/h1"), src.join("new/dir/h4")).unwrap();
+        // Split with everything else kept: only the link count tells.
+        let split = std::fs::symlink_metadata(src.join("links/split1")).unwrap();
+        std::fs::remove_file(src.join("links/split2")).unwrap();
+        write(src, "links/split2", b"split\n");
+        set_mtime(
+            &src.join("links/split2"),
+            split.mtime() as u64,
+            split.mtime_nsec() as u32,
+        );
+        if fifo {
+            std::fs::remove_file(src.join("pipe")).unwrap();
+            write(src, "pipe", b"was a fifo\n");
+        }
+        set_mtime(&src.join("sub"), 1_300_000_000, 0);
+        set_mtime(src, 1_400_000_000, 0);
+
+        let updated = commit_update(&ops, src, base.key().unwrap()).unwrap();
+        let fresh = commit_copy(&ops, src).unwrap();
+        {
+            let (u, f) = (
+                crate::mounted::view(&ops, &updated).unwrap(),
+                crate::mounted::view(&ops, &fresh).unwrap(),
+            );
+            assert_same_tree(u.path(), f.path(), "first update");
+        }
+        let pins = Pins::of(&ops);
+        assert_eq!(
+            pins.layers(updated.key().unwrap()),
+            2,
+            "stacked on the base"
+        );
+
+        // A second update on top of the first, undoing some of it.
+        std::fs::remove_dir_all(src.join("new")).unwrap();
+        chmod(src, "private", 0o755);
+        write(src, "a.txt", b"alpha\n");
+        std::fs::remove_file(src.join("links/h2")).unwrap();
+        write(src, "gone/x.txt", b"back\n");
+        set_mtime(&src.join("touched.txt"), 1_000_000_000, 5);
+
+        let again = commit_update(&ops, src, updated.key().unwrap()).unwrap();
+        let fresh = commit_copy(&ops, src).unwrap();
+        let (a, f) = (
+            crate::mounted::view(&ops, &again).unwrap(),
+            crate::mounted::view(&ops, &fresh).unwrap(),
+        );
+        assert_same_tree(a.path(), f.path(), "second update");
+        assert_eq!(pins.layers(again.key().unwrap()), 3);
+
+        // Nothing changed: nothing to copy.
+        let m = Active::prepare(&ops, &again).unwrap();
+        let mounted = m.mount(&ops).unwrap();
+        let stats = delta::update(src, mounted.path()).unwrap();
+        assert_eq!(
+            (stats.copied, stats.removed, stats.linked),
+            (0, 0, 0),
+            "{stats:?}"
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Source ops: `docker-image://` (pulled and unpacked by the worker) and `local://`
 //! (filled by the [`LocalProvider`](crate::LocalProvider), incrementally where it can:
-//! see [`localsync`]).
+//! see [`localsync`]); `http(s)://` and `git://` are fetched by [`remote`].
 
 use std::sync::Arc;
 
@@ -8,7 +8,9 @@ use oci::Digest;
 use proto::pb;
 use solver::{BoxFuture, CacheMap, Op, OpContext, OpError};
 
-use crate::{OpsContext, Ref, blocking, localsync, op_err};
+use crate::{
+    BuildSession, OpsContext, Ref, SessionCredentials, blocking, localsync, op_err, remote,
+};
 
 pub(crate) struct SourceOp {
     pub(crate) ctx: Arc<OpsContext>,
@@ -16,6 +18,10 @@ pub(crate) struct SourceOp {
     pub(crate) platform: llb::Platform,
     /// sha256 of the op without inputs.
     pub(crate) op_digest: Digest,
+    /// The job's client session: registry credentials come from it.
+    pub(crate) session: Option<Arc<dyn BuildSession>>,
+    /// What `cache_map` of an http or git source found, for `exec`.
+    pub(crate) resolved: remote::Resolved,
 }
 
 impl SourceOp {
@@ -26,18 +32,28 @@ impl SourceOp {
     fn local_name(&self) -> Option<&str> {
         self.source.identifier.strip_prefix("local://")
     }
+
+    fn credentials(&self) -> Option<SessionCredentials<'_>> {
+        self.session.as_deref().map(SessionCredentials)
+    }
 }
 
 impl Op<Ref> for SourceOp {
-    fn cache_map<'a>(&'a self, _: &'a OpContext) -> BoxFuture<'a, Result<CacheMap, OpError>> {
+    fn cache_map<'a>(&'a self, ctx: &'a OpContext) -> BoxFuture<'a, Result<CacheMap, OpError>> {
         Box::pin(async move {
             if let Some(r) = self.image_ref() {
-                // The key follows what the tag points at now.
+                // The key follows what the tag points at now. Resolved with this job's
+                // credentials: a build that may not pull the image does not get its key.
+                let creds = self.credentials();
                 let manifest = self
                     .ctx
                     .worker
                     .registry
-                    .resolve(r, &self.platform)
+                    .resolve_with(
+                        r,
+                        &self.platform,
+                        creds.as_ref().map(|c| c as &dyn registry::CredentialSource),
+                    )
                     .await
                     .map_err(op_err)?;
                 let mut material = self.op_digest.as_bytes().to_vec();
@@ -56,6 +72,9 @@ impl Op<Ref> for SourceOp {
                     always_run: true,
                 });
             }
+            if remote::handles(&self.source.identifier) {
+                return remote::cache_map(self, ctx).await;
+            }
             Err(OpError::new(format!(
                 "source {}: this source type is not supported yet",
                 self.source.identifier
@@ -71,10 +90,16 @@ impl Op<Ref> for SourceOp {
         Box::pin(async move {
             if let Some(r) = self.image_ref() {
                 let started = std::time::SystemTime::now();
+                let creds = self.credentials();
                 let (image, top) = self
                     .ctx
                     .worker
-                    .pull(r, &self.platform, None)
+                    .pull_with(
+                        r,
+                        &self.platform,
+                        None,
+                        creds.as_ref().map(|c| c as &dyn registry::CredentialSource),
+                    )
                     .await
                     .map_err(op_err)?;
                 let total: u64 = image.layers.iter().map(|l| l.1).sum();
@@ -88,6 +113,9 @@ impl Op<Ref> for SourceOp {
                     Some(std::time::SystemTime::now()),
                 );
                 return Ok(vec![top.map_or_else(Ref::scratch, Ref::snapshot)]);
+            }
+            if remote::handles(&self.source.identifier) {
+                return remote::exec(self, ctx).await;
             }
             let Some(name) = self.local_name().map(String::from) else {
                 return Err(OpError::new(format!(

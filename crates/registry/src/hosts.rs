@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
+
 /// Settings for one registry host (`host[:port]`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HostConfig {
@@ -65,8 +67,35 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// Looks up credentials for a host; the daemon answers it from the client's session.
+/// Docker Hub as references name it.
+const DOCKER_HUB_DOMAIN: &str = "docker.io";
+/// Docker Hub's registry, where its requests go.
+const DOCKER_HUB_REGISTRY: &str = "registry-1.docker.io";
+
+/// The host credentials are looked up for, given a reference's domain: the host requests
+/// go to. Upstream asks clients about `registry-1.docker.io` for Docker Hub, and clients
+/// map that name to the `https://index.docker.io/v1/` entry of their Docker config.
+pub fn auth_host(domain: &str) -> &str {
+    if domain == DOCKER_HUB_DOMAIN {
+        DOCKER_HUB_REGISTRY
+    } else {
+        domain
+    }
+}
+
+/// Daemon-wide credentials: looked up by [`auth_host`] when an operation brings no
+/// [`CredentialSource`] of its own.
 pub type CredentialsFn = Arc<dyn Fn(&str) -> Option<Credentials> + Send + Sync>;
+
+/// Credentials for the registry operations of one build (the daemon asks the build's
+/// client session). Passed per call, so that concurrent builds each use their own.
+pub trait CredentialSource: Send + Sync {
+    /// The credentials for `host` (see [`auth_host`]); `Ok(None)` means anonymous access.
+    fn credentials<'a>(
+        &'a self,
+        host: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Credentials>, String>>;
+}
 
 #[cfg(test)]
 mod tests {
@@ -100,6 +129,13 @@ mod tests {
         );
         assert!(hosts.config("reg.local:5000").http);
         assert!(!hosts.config("reg.local").http);
+    }
+
+    #[test]
+    fn docker_hub_credentials_are_asked_for_its_registry_host() {
+        assert_eq!(auth_host("docker.io"), "registry-1.docker.io");
+        assert_eq!(auth_host("127.0.0.1:5000"), "127.0.0.1:5000");
+        assert_eq!(auth_host("ghcr.io"), "ghcr.io");
     }
 
     #[test]

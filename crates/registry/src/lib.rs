@@ -3,7 +3,8 @@
 //!
 //! Built on `oci-client` (HTTP, token auth, blob streaming). What this crate adds: host
 //! configuration (plain HTTP for loopback and configured hosts, skipping TLS verification
-//! for insecure ones), credentials from a callback (the session fills it later), platform
+//! for insecure ones), credentials per call (a build's client session) or from a
+//! daemon-wide callback, with one HTTP client per set of credentials, platform
 //! selection from indexes, verified storage of every blob, and [`unpack`], which applies
 //! layers once per chain ID so that images sharing layers share snapshots.
 //!
@@ -15,9 +16,10 @@ mod pull;
 mod push;
 mod unpack;
 
-pub use hosts::{Credentials, CredentialsFn, HostConfig, Hosts};
+pub use hosts::{CredentialSource, Credentials, CredentialsFn, HostConfig, Hosts, auth_host};
 pub use pull::{PulledImage, Registry, select_manifest};
-pub use unpack::{chain_ids, unpack};
+pub use push::BLOB_SOURCES_TABLE;
+pub use unpack::{LAYER_BLOBS_TABLE, LayerBlob, chain_ids, layer_blobs, unpack};
 
 /// Errors of registry access and unpacking. Each names the reference, host or digest.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +29,12 @@ pub enum Error {
     Reference { reference: String, reason: String },
     #[error("{reference}: {reason}")]
     Registry { reference: String, reason: String },
+    /// The registry refused the credentials used (or their absence).
+    #[error("{reference}: unauthorized: {reason}")]
+    Unauthorized { reference: String, reason: String },
+    /// Looking up credentials failed (the client session did not answer, say).
+    #[error("credentials for {host}: {reason}")]
+    Credentials { host: String, reason: String },
     #[error("{reference}: no manifest for platform {platform} (available: {available})")]
     NoPlatform {
         reference: String,

@@ -8,11 +8,12 @@ use content::ContentStore;
 use futures::{StreamExt, TryStreamExt};
 use llb::Platform;
 use oci::{Digest, media};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, client::ClientConfig, client::ClientProtocol};
 
-use crate::hosts::{CredentialsFn, Hosts};
+use crate::hosts::{CredentialSource, Credentials, CredentialsFn, Hosts, auth_host};
 use crate::{Error, Result};
 
 /// Media types we ask registries for, most specific last.
@@ -25,6 +26,10 @@ pub(crate) const ACCEPTED_MANIFESTS: [&str; 4] = [
 
 /// How many layers are fetched at once.
 const PARALLEL_LAYERS: usize = 3;
+
+/// How many HTTP clients with credentials are kept before they are dropped (and made
+/// again on next use); anonymous ones are always kept.
+const MAX_CREDENTIAL_CLIENTS: usize = 64;
 
 /// A pulled image: every blob it names is in the content store.
 #[derive(Clone, Debug)]
@@ -47,12 +52,27 @@ pub struct PulledImage {
     pub diff_ids: Vec<Digest>,
 }
 
-/// A registry client for the worker: one HTTP client per host, settings from [`Hosts`],
-/// credentials from an optional callback.
+/// A registry client for the worker: settings from [`Hosts`], credentials per call (a
+/// [`CredentialSource`]) or from an optional daemon-wide callback.
+///
+/// There is one HTTP client per host *and set of credentials*: an `oci-client` client
+/// keeps the first credentials it sees for a registry and caches the tokens it gets, so
+/// a client shared by builds with different credentials would let one build read what
+/// only another one may (or fail with the wrong credentials).
 pub struct Registry {
     hosts: Hosts,
     credentials: Option<CredentialsFn>,
-    clients: Mutex<HashMap<String, Arc<Client>>>,
+    clients: Mutex<HashMap<ClientKey, Arc<Client>>>,
+}
+
+/// A host, and a digest of the credentials its client uses (`None`: anonymous). A digest,
+/// so that the table holds no secret of its own.
+type ClientKey = (String, Option<Digest>);
+
+/// What one operation talks to a registry with.
+pub(crate) struct Connection {
+    pub(crate) client: Arc<Client>,
+    pub(crate) auth: RegistryAuth,
 }
 
 impl std::fmt::Debug for Registry {
@@ -145,30 +165,68 @@ impl Registry {
         }
     }
 
-    pub(crate) fn client(&self, host: &str) -> Arc<Client> {
+    /// The client for `host` used with `creds`.
+    fn client_for(&self, host: &str, creds: Option<&Credentials>) -> Arc<Client> {
+        let key = (
+            host.to_string(),
+            creds.map(|c| {
+                let mut material = c.username.as_bytes().to_vec();
+                material.push(0);
+                material.extend_from_slice(c.secret.as_bytes());
+                Digest::of(&material)
+            }),
+        );
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        clients
-            .entry(host.to_string())
-            .or_insert_with(|| {
-                let cfg = self.hosts.config(host);
-                Arc::new(Client::new(ClientConfig {
-                    protocol: if cfg.http {
-                        ClientProtocol::Http
-                    } else {
-                        ClientProtocol::Https
-                    },
-                    accept_invalid_certificates: cfg.insecure,
-                    ..ClientConfig::default()
-                }))
-            })
-            .clone()
+        if let Some(c) = clients.get(&key) {
+            return c.clone();
+        }
+        if key.1.is_some()
+            && clients.keys().filter(|k| k.1.is_some()).count() >= MAX_CREDENTIAL_CLIENTS
+        {
+            clients.retain(|k, _| k.1.is_none());
+        }
+        let cfg = self.hosts.config(host);
+        let client = Arc::new(Client::new(ClientConfig {
+            protocol: if cfg.http {
+                ClientProtocol::Http
+            } else {
+                ClientProtocol::Https
+            },
+            accept_invalid_certificates: cfg.insecure,
+            ..ClientConfig::default()
+        }));
+        clients.insert(key, client.clone());
+        client
     }
 
-    pub(crate) fn auth(&self, host: &str) -> RegistryAuth {
-        match self.credentials.as_ref().and_then(|f| f(host)) {
-            Some(c) => RegistryAuth::Basic(c.username, c.secret),
-            None => RegistryAuth::Anonymous,
-        }
+    /// The daemon-wide credentials for `host`, if any.
+    fn default_credentials(&self, host: &str) -> Option<Credentials> {
+        self.credentials.as_ref().and_then(|f| f(auth_host(host)))
+    }
+
+    /// The client and credentials for one operation on `host`: from `source` when given
+    /// (it decides alone: a build's session), else the daemon-wide ones.
+    pub(crate) async fn connect(
+        &self,
+        host: &str,
+        source: Option<&dyn CredentialSource>,
+    ) -> Result<Connection> {
+        let creds = match source {
+            Some(src) => {
+                src.credentials(auth_host(host))
+                    .await
+                    .map_err(|reason| Error::Credentials {
+                        host: host.to_string(),
+                        reason,
+                    })?
+            }
+            None => self.default_credentials(host),
+        };
+        let creds = creds.filter(|c| !c.username.is_empty() || !c.secret.is_empty());
+        Ok(Connection {
+            client: self.client_for(host, creds.as_ref()),
+            auth: registry_auth(host, creds),
+        })
     }
 
     /// Normalizes `reference` and turns it into the client's reference type.
@@ -194,18 +252,43 @@ impl Registry {
         }
     }
 
+    /// A failed registry call; refusals become [`Error::Unauthorized`], which says so
+    /// plainly (the client's own wording, "Not authorized", is easy to miss).
+    pub(crate) fn client_error(reference: &str, e: OciDistributionError) -> Error {
+        let unauthorized = |reason: String| Error::Unauthorized {
+            reference: reference.to_string(),
+            reason,
+        };
+        match e {
+            OciDistributionError::UnauthorizedError { url } => unauthorized(format!(
+                "authentication required (401 Unauthorized from {url})"
+            )),
+            OciDistributionError::AuthenticationFailure(reason) => {
+                unauthorized(format!("authentication failed: {}", reason.trim()))
+            }
+            OciDistributionError::RegistryError { envelope, url }
+                if envelope.errors.iter().any(|e| {
+                    matches!(e.code, OciErrorCode::Unauthorized | OciErrorCode::Denied)
+                }) =>
+            {
+                unauthorized(format!("{envelope} (from {url})"))
+            }
+            e => Self::registry_error(reference, e),
+        }
+    }
+
     /// Fetches a manifest or index and checks it against the digest in the reference.
     async fn fetch_manifest(
         &self,
         shown: &str,
-        host: &str,
+        conn: &Connection,
         r: &oci_client::Reference,
     ) -> Result<(Vec<u8>, Digest, Option<String>, serde_json::Value)> {
-        let client = self.client(host);
-        let (bytes, _) = client
-            .pull_manifest_raw(r, &self.auth(host), &ACCEPTED_MANIFESTS)
+        let (bytes, _) = conn
+            .client
+            .pull_manifest_raw(r, &conn.auth, &ACCEPTED_MANIFESTS)
             .await
-            .map_err(|e| Self::registry_error(shown, e))?;
+            .map_err(|e| Self::client_error(shown, e))?;
         let digest = Digest::of(&bytes);
         if let Some(want) = r.digest()
             && want != digest.to_string()
@@ -230,8 +313,19 @@ impl Registry {
     /// Resolves `reference` for `platform` to the digest of its platform manifest, without
     /// fetching config or layers (what a source op's cache key needs).
     pub async fn resolve(&self, reference: &str, platform: &Platform) -> Result<Digest> {
+        self.resolve_with(reference, platform, None).await
+    }
+
+    /// [`Registry::resolve`] with the credentials of `creds` (see [`Registry::connect`]).
+    pub async fn resolve_with(
+        &self,
+        reference: &str,
+        platform: &Platform,
+        creds: Option<&dyn CredentialSource>,
+    ) -> Result<Digest> {
         let (full, host, r) = Self::parse(reference)?;
-        let (bytes, digest, media_type, doc) = self.fetch_manifest(&full, &host, &r).await?;
+        let conn = self.connect(&host, creds).await?;
+        let (bytes, digest, media_type, doc) = self.fetch_manifest(&full, &conn, &r).await?;
         if is_index_doc(media_type.as_deref(), &doc) {
             return Ok(select_manifest(&full, &bytes, platform)?.0);
         }
@@ -245,14 +339,25 @@ impl Registry {
         reference: &str,
         platform: &Platform,
     ) -> Result<(Digest, Vec<u8>)> {
+        self.resolve_config_with(reference, platform, None).await
+    }
+
+    /// [`Registry::resolve_config`] with the credentials of `creds`.
+    pub async fn resolve_config_with(
+        &self,
+        reference: &str,
+        platform: &Platform,
+        creds: Option<&dyn CredentialSource>,
+    ) -> Result<(Digest, Vec<u8>)> {
         let (full, host, r) = Self::parse(reference)?;
+        let conn = self.connect(&host, creds).await?;
         let (mut bytes, mut digest, mut media_type, mut doc) =
-            self.fetch_manifest(&full, &host, &r).await?;
+            self.fetch_manifest(&full, &conn, &r).await?;
         if is_index_doc(media_type.as_deref(), &doc) {
             let (child, _, _) = select_manifest(&full, &bytes, platform)?;
             let by_digest = r.clone_with_digest(child.to_string());
             (bytes, digest, media_type, doc) =
-                self.fetch_manifest(&full, &host, &by_digest).await?;
+                self.fetch_manifest(&full, &conn, &by_digest).await?;
             if digest != child {
                 return Err(Error::DigestMismatch {
                     reference: full,
@@ -272,17 +377,16 @@ impl Registry {
         let config_desc = manifest.config();
         let config_digest =
             parse_digest(&full, "config descriptor", config_desc.digest().as_ref())?;
-        let client = self.client(&host);
-        let auth = self.auth(&host);
+        let client = &conn.client;
         client
-            .auth(&r, &auth, oci_client::RegistryOperation::Pull)
+            .auth(&r, &conn.auth, oci_client::RegistryOperation::Pull)
             .await
-            .map_err(|e| Self::registry_error(&full, e))?;
+            .map_err(|e| Self::client_error(&full, e))?;
         let mut buf = Vec::new();
         client
             .pull_blob(&r, &descriptor(config_desc), &mut buf)
             .await
-            .map_err(|e| Self::registry_error(&full, e))?;
+            .map_err(|e| Self::client_error(&full, e))?;
         let actual = Digest::of(&buf);
         if actual != config_digest {
             return Err(Error::DigestMismatch {
@@ -305,16 +409,30 @@ impl Registry {
         store: &ContentStore,
         lease: Option<&str>,
     ) -> Result<PulledImage> {
+        self.pull_with(reference, platform, store, lease, None)
+            .await
+    }
+
+    /// [`Registry::pull`] with the credentials of `creds`.
+    pub async fn pull_with(
+        &self,
+        reference: &str,
+        platform: &Platform,
+        store: &ContentStore,
+        lease: Option<&str>,
+        creds: Option<&dyn CredentialSource>,
+    ) -> Result<PulledImage> {
         let (full, host, r) = Self::parse(reference)?;
+        let conn = self.connect(&host, creds).await?;
         let (mut bytes, mut digest, mut media_type, mut doc) =
-            self.fetch_manifest(&full, &host, &r).await?;
+            self.fetch_manifest(&full, &conn, &r).await?;
         let mut index_digest = None;
         if is_index_doc(media_type.as_deref(), &doc) {
             put_verified(store, lease, &bytes, &digest).await?;
             index_digest = Some(digest);
             let (child, child_type, _) = select_manifest(&full, &bytes, platform)?;
             let by_digest = r.clone_with_digest(child.to_string());
-            let (b, d, t, v) = self.fetch_manifest(&full, &host, &by_digest).await?;
+            let (b, d, t, v) = self.fetch_manifest(&full, &conn, &by_digest).await?;
             if d != child {
                 return Err(Error::DigestMismatch {
                     reference: full,
@@ -342,12 +460,11 @@ impl Registry {
             })?;
         put_verified(store, lease, &bytes, &digest).await?;
 
-        let client = self.client(&host);
-        let auth = self.auth(&host);
+        let client = conn.client.clone();
         client
-            .auth(&r, &auth, oci_client::RegistryOperation::Pull)
+            .auth(&r, &conn.auth, oci_client::RegistryOperation::Pull)
             .await
-            .map_err(|e| Self::registry_error(&full, e))?;
+            .map_err(|e| Self::client_error(&full, e))?;
 
         let config_desc = manifest.config();
         let config_digest =
@@ -359,7 +476,7 @@ impl Registry {
             client
                 .pull_blob(&r, &descriptor(config_desc), &mut buf)
                 .await
-                .map_err(|e| Self::registry_error(&full, e))?;
+                .map_err(|e| Self::client_error(&full, e))?;
             put_verified(store, lease, &buf, &config_digest).await?;
             buf
         };
@@ -437,6 +554,25 @@ impl Registry {
     }
 }
 
+/// Credentials as the client takes them. An empty username with a secret is an identity
+/// (refresh) token, which needs an OAuth exchange the client cannot do: such pulls go
+/// anonymously, with a warning.
+fn registry_auth(host: &str, creds: Option<Credentials>) -> RegistryAuth {
+    match creds {
+        Some(c) if c.username.is_empty() => {
+            if !c.secret.is_empty() {
+                tracing::warn!(
+                    host,
+                    "identity tokens are not supported; accessing the registry anonymously"
+                );
+            }
+            RegistryAuth::Anonymous
+        }
+        Some(c) => RegistryAuth::Basic(c.username, c.secret),
+        None => RegistryAuth::Anonymous,
+    }
+}
+
 fn descriptor(d: &oci::spec::Descriptor) -> OciDescriptor {
     OciDescriptor {
         media_type: d.media_type().to_string(),
@@ -488,7 +624,7 @@ async fn fetch_layer(
     let mut stream = client
         .pull_blob_stream(r, &desc)
         .await
-        .map_err(|e| Registry::registry_error(shown, e))?;
+        .map_err(|e| Registry::client_error(shown, e))?;
     let mut w = store.writer()?;
     if let Some(l) = lease {
         w = w.in_lease(l.to_string());

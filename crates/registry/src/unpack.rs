@@ -1,4 +1,8 @@
 //! Unpacking a pulled image into snapshots, one committed snapshot per layer chain.
+//!
+//! Each snapshot's source blob is recorded in the metadata DB ([`LAYER_BLOBS_TABLE`]), so
+//! that exporting an image built on a pulled one can send the base image's original
+//! compressed blobs instead of compressing the same files again (with other digests).
 
 use archive::{ApplyOptions, WhiteoutMode};
 use content::ContentStore;
@@ -27,6 +31,69 @@ fn snapshot_key(chain: &Digest) -> String {
     format!("layer/{chain}")
 }
 
+/// The metadata table recording which pulled blobs each unpacked snapshot holds: key
+/// `<snapshot key> NUL <blob digest>`, value a JSON [`LayerBlob`]. One snapshot can have
+/// several (the same layer pulled from images compressing it differently).
+pub const LAYER_BLOBS_TABLE: &str = "registry.layer_blobs";
+
+/// A pulled layer blob that an unpacked snapshot is the content of.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LayerBlob {
+    /// The digest of the uncompressed tar.
+    pub diff_id: Digest,
+    /// The blob's digest in the content store.
+    pub digest: Digest,
+    pub size: u64,
+    /// The layer media type the image's manifest gave it.
+    pub media_type: String,
+}
+
+fn layer_blob_key(snapshot: &str, blob: &Digest) -> Vec<u8> {
+    let mut k = snapshot.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(blob.to_string().as_bytes());
+    k
+}
+
+/// The pulled blobs recorded for snapshot `key` (see [`LAYER_BLOBS_TABLE`]); records that
+/// cannot be decoded are skipped. The blobs may have been removed from the content store
+/// since: callers check.
+pub fn layer_blobs(store: &ContentStore, key: &str) -> Result<Vec<LayerBlob>> {
+    let mut prefix = key.as_bytes().to_vec();
+    prefix.push(0);
+    let rows = store
+        .metadata()
+        .scan(LAYER_BLOBS_TABLE, &prefix)
+        .map_err(|source| content::Error::Metadata {
+            what: format!("read the pulled blobs of snapshot {key}"),
+            source,
+        })?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+        .collect())
+}
+
+/// Records that snapshot `key` is the content of `blob`. Only an optimization for exports,
+/// so a failure is logged, not returned.
+fn record_layer_blob(store: &ContentStore, key: &str, blob: LayerBlob) {
+    let value = match serde_json::to_vec(&blob) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(key, error = %e, "cannot encode the pulled blob record");
+            return;
+        }
+    };
+    let k = layer_blob_key(key, &blob.digest);
+    // Every pull of an image passes here; a durable write only when something is new.
+    if matches!(store.metadata().get(LAYER_BLOBS_TABLE, &k), Ok(Some(v)) if v == value) {
+        return;
+    }
+    if let Err(e) = store.metadata().put(LAYER_BLOBS_TABLE, &k, &value) {
+        tracing::warn!(key, blob = %blob.digest, error = %e, "cannot record the pulled blob of a snapshot");
+    }
+}
+
 /// Applies the image's layers into `snapshotter`, skipping stacks that are already there,
 /// and returns the key of the committed top snapshot (`None` for an image with no layers).
 /// Each layer's diffID is checked while it is applied. Blocking: run it on a blocking
@@ -45,11 +112,19 @@ pub fn unpack(
     let mut parent: Option<String> = None;
     for (i, chain) in chains.iter().enumerate() {
         let key = snapshot_key(chain);
+        let (layer, size, media_type) = &image.layers[i];
+        let record = LayerBlob {
+            diff_id: image.diff_ids[i],
+            digest: *layer,
+            size: *size,
+            media_type: media_type.clone(),
+        };
         if snapshotter.stat(&key).is_ok() {
+            // Recorded again: this image may compress the layer differently.
+            record_layer_blob(store, &key, record);
             parent = Some(key);
             continue;
         }
-        let (layer, _, _) = &image.layers[i];
         let tmp = format!(
             "extract/{}/{}",
             std::process::id(),
@@ -75,13 +150,17 @@ pub fn unpack(
             Ok(())
         })();
         match applied {
-            Ok(()) => tracing::debug!(%layer, key, "layer unpacked"),
+            Ok(()) => {
+                tracing::debug!(%layer, key, "layer unpacked");
+                record_layer_blob(store, &key, record);
+            }
             Err(e) => {
                 let _ = snapshotter.remove(&tmp);
                 // Another unpack of the same stack may have won the race.
                 if snapshotter.stat(&key).is_err() {
                     return Err(e);
                 }
+                record_layer_blob(store, &key, record);
             }
         }
         parent = Some(key);

@@ -99,6 +99,11 @@ async fn pull_unpack_and_push_busybox() {
         std::fs::read_link(dir.join("bin/sh")).unwrap(),
         std::path::Path::new("/bin/busybox")
     );
+    // the snapshot remembers the blob it came from, for exports
+    let blobs = registry::layer_blobs(&e.store, &key).unwrap();
+    assert_eq!(blobs.len(), 1);
+    assert_eq!(blobs[0].digest, pulled.layers[0].0);
+    assert_eq!(blobs[0].diff_id, pulled.diff_ids[0]);
     // a second unpack reuses the snapshot
     let before = e.snapshotter.list().unwrap().len();
     assert_eq!(
@@ -207,4 +212,118 @@ async fn credentials_come_from_the_callback() {
         .await
         .unwrap();
     assert_eq!(pulled.manifest_digest.to_string(), image.manifest_digest());
+}
+
+/// Puts a one-layer image whose layer is `layer` into `store`; returns the manifest's
+/// digest.
+fn store_image(store: &ContentStore, layer: &[u8]) -> oci::Digest {
+    let layer_digest = store.put(layer).unwrap();
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{layer_digest}"]}}}}"#
+    );
+    let config_digest = store.put(config.as_bytes()).unwrap();
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"{}","digest":"{layer_digest}","size":{}}}]}}"#,
+        oci::media::OCI_MANIFEST,
+        oci::media::OCI_CONFIG,
+        config.len(),
+        oci::media::OCI_LAYER,
+        layer.len()
+    );
+    store.put(manifest.as_bytes()).unwrap()
+}
+
+/// Bytes that do not compress and are not all alike (xorshift), so the registry stores
+/// what was sent and nothing can be mistaken for it.
+fn noise(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_blobs_stream_in_chunks_and_mount_across_repositories() {
+    let Some(_) = testkit::Registry::start_or_skip().unwrap() else {
+        return;
+    };
+    // Basic auth: every chunk of an upload must carry the credentials.
+    let reg = testkit::Registry::start_with_htpasswd("pusher", "pw-7f3").unwrap();
+    let host = reg.host();
+    let creds: registry::CredentialsFn = Arc::new(move |h: &str| {
+        (h == host).then(|| Credentials {
+            username: "pusher".into(),
+            secret: "pw-7f3".into(),
+        })
+    });
+    let r = Registry::new(Hosts::default(), Some(creds));
+    let e = env();
+    // Several upload reads and client chunks, the last one short.
+    let layer = noise(19 * 1024 * 1024 + 123);
+    let manifest = store_image(&e.store, &layer);
+    let layer_digest = testkit::sha256_digest(&layer);
+
+    r.push(
+        &format!("{}/big/one:v1", reg.host()),
+        &manifest,
+        oci::media::OCI_MANIFEST,
+        &e.store,
+    )
+    .await
+    .unwrap();
+    let client = reg.client();
+    assert_eq!(client.get_blob("big/one", &layer_digest).unwrap(), layer);
+    let log = reg.log();
+    assert!(
+        !log.contains("mount="),
+        "nothing to mount from on a first push"
+    );
+    let patches = log.matches("\"PATCH /v2/big/one/blobs/uploads/").count();
+    assert!(
+        patches >= 5,
+        "the layer goes in chunks, {patches} here:\n{log}"
+    );
+    // the registry's query escaping of the digest's colon
+    let mounted = format!(
+        "mount=sha256%3A{}",
+        layer_digest.trim_start_matches("sha256:")
+    );
+
+    // Another repository of the same registry: the layer is mounted, not sent again.
+    r.push(
+        &format!("{}/big/two:v1", reg.host()),
+        &manifest,
+        oci::media::OCI_MANIFEST,
+        &e.store,
+    )
+    .await
+    .unwrap();
+    assert!(
+        reg.log().contains(&mounted),
+        "the second push mounts the layer:\n{}",
+        reg.log()
+    );
+    assert!(!reg.log().contains("\"PATCH /v2/big/two/"), "{}", reg.log());
+    assert_eq!(client.get_blob("big/two", &layer_digest).unwrap(), layer);
+    let fetched = client.get_oci_manifest("big/two", "v1").unwrap();
+    assert_eq!(testkit::sha256_digest(&fetched.bytes), manifest.to_string());
+
+    // The same repository again: everything is there, nothing is sent.
+    let posts = reg.log().matches("\"POST /v2/").count();
+    r.push(
+        &format!("{}/big/two:v2", reg.host()),
+        &manifest,
+        oci::media::OCI_MANIFEST,
+        &e.store,
+    )
+    .await
+    .unwrap();
+    assert_eq!(reg.log().matches("\"POST /v2/").count(), posts);
+    let tags = client.list_tags("big/two").unwrap();
+    assert!(tags.contains(&"v2".to_string()), "{tags:?}");
 }

@@ -37,6 +37,19 @@ use crate::pipe::MessagePipe;
 /// Largest message the session's services accept, as upstream (16 MiB).
 pub const MAX_MESSAGE_SIZE: usize = 16 << 20;
 
+/// HTTP/2 receive windows of the connection tunneled through the session, at both ends.
+/// A file transfer is one stream, and every byte of it crosses two HTTP/2 connections
+/// and several tasks before the receiver can give the window back: with the default
+/// windows (1 MiB on a server) the sender keeps stopping to wait for window updates.
+pub(crate) const TUNNEL_STREAM_WINDOW: u32 = 8 << 20;
+/// See [`TUNNEL_STREAM_WINDOW`].
+pub(crate) const TUNNEL_CONNECTION_WINDOW: u32 = 16 << 20;
+/// Largest HTTP/2 frame the client's end accepts: room for a whole fsutil DATA packet
+/// ([`crate::fsutil::CHUNK_SIZE`]), so that each becomes one frame, one message on the
+/// tunnel, instead of 16 KiB pieces each costing a message. Peers use what they like
+/// below it (Go's HTTP/2 writes at most 16 KiB frames).
+pub(crate) const TUNNEL_MAX_FRAME: u32 = 512 << 10;
+
 /// Something a session can serve: one or more gRPC services (upstream's `Attachable`).
 pub trait Attachable: Send + 'static {
     /// Adds the services to the session's server.
@@ -166,7 +179,8 @@ impl Session {
         };
         let (out_tx, out_rx) = mpsc::channel::<Bytes>(16);
         let outbound = ReceiverStream::new(out_rx).map(|data| BytesMessage {
-            data: data.to_vec(),
+            // No copy: the pipe made this buffer for the message alone.
+            data: Vec::from(data),
         });
         let mut request = Request::new(outbound);
         info.to_metadata(request.metadata_mut())?;
@@ -179,6 +193,9 @@ impl Session {
         let incoming = futures::stream::once(async move { Ok::<_, io::Error>(pipe) })
             .chain(futures::stream::pending());
         let served = tonic::transport::Server::builder()
+            .initial_stream_window_size(TUNNEL_STREAM_WINDOW)
+            .initial_connection_window_size(TUNNEL_CONNECTION_WINDOW)
+            .max_frame_size(TUNNEL_MAX_FRAME)
             .add_routes(self.services.routes.routes())
             .serve_with_incoming_shutdown(incoming, closed.cancelled_owned())
             .await;

@@ -7,18 +7,20 @@
 //! secrets and registry credentials.
 //!
 //! - Client end: [`Session`] collects [`Attachable`] services ([`FileSyncProvider`],
-//!   [`FileSendTarget`], [`SecretsProvider`], [`AuthProvider`]) and runs them over the
-//!   stream; health checks are always served.
+//!   [`FileSendTarget`], [`SecretsProvider`], [`AuthProvider`], [`SshAgentProvider`])
+//!   and runs them over the stream; health checks are always served.
 //! - Daemon end: [`SessionManager`] takes each incoming stream, dials back, polls
 //!   health and hands out [`Caller`]s by session id; [`filesync::sync`],
 //!   [`filesend::copy_to_caller`], [`filesend::copy_file_writer`],
-//!   [`secrets::get_secret`] and [`auth::credentials`] use them.
+//!   [`secrets::get_secret`], [`auth::credentials`], [`sshforward::check_agent`] and
+//!   [`sshforward::forward_agent`] use them.
 //! - [`fsutil`]: the file transfer protocol itself (sender, receiver, walk order,
 //!   include/exclude filtering, Go `os.FileMode` bits), independent of gRPC.
 //!
 //! This crate does not implement the Control service (only the body of its `Session`
-//! handler, [`SessionManager::handle_session`]), nor SSH forwarding, uploads, the
-//! session exporter or content stores, nor credential helpers and token fetching.
+//! handler, [`SessionManager::handle_session`]), nor uploads, the session exporter or
+//! content stores, nor credential helpers and token fetching, nor SSH key files (only
+//! agent sockets are forwarded).
 
 pub mod auth;
 pub mod client;
@@ -29,6 +31,7 @@ pub mod manager;
 pub mod metadata;
 pub mod pipe;
 pub mod secrets;
+pub mod sshforward;
 
 pub use auth::AuthProvider;
 pub use client::{Attachable, Services, Session};
@@ -37,6 +40,7 @@ pub use filesync::FileSyncProvider;
 pub use manager::{Caller, HealthConfig, SessionManager};
 pub use metadata::SessionInfo;
 pub use secrets::SecretsProvider;
+pub use sshforward::SshAgentProvider;
 
 /// A session failure.
 #[derive(Debug, thiserror::Error)]

@@ -212,7 +212,8 @@ impl SessionManager {
         let outbound = ReceiverStream::new(out_rx)
             .map(|data| {
                 Ok(BytesMessage {
-                    data: data.to_vec(),
+                    // No copy: the pipe made this buffer for the message alone.
+                    data: Vec::from(data),
                 })
             })
             .take_until(closed.clone().cancelled_owned());
@@ -315,7 +316,11 @@ async fn dial(pipe: MessagePipe) -> Result<Channel, Error> {
                 .ok_or_else(|| io::Error::other("only one connection allowed"))
         }
     });
+    // Wide windows, as the client's end has (see `TUNNEL_STREAM_WINDOW`): the build
+    // context flows this way.
     let channel = Endpoint::from_static("http://localhost")
+        .initial_stream_window_size(crate::client::TUNNEL_STREAM_WINDOW)
+        .initial_connection_window_size(crate::client::TUNNEL_CONNECTION_WINDOW)
         .connect_with_connector(connector)
         .await?;
     Ok(channel)

@@ -21,7 +21,7 @@ use archive::{DiffOptions, DiffStats};
 use content::ContentStore;
 use executor::{Executor, RuncExecutor, Runtime};
 use metadata::{MetadataStore, RedbStore};
-use registry::{CredentialsFn, Hosts, PulledImage, Registry};
+use registry::{CredentialSource, CredentialsFn, Hosts, PulledImage, Registry};
 use snapshot::{Kind, Snapshotter};
 
 /// The directory under the root that holds the mount points of snapshots mounted for the
@@ -184,9 +184,20 @@ impl Worker {
         platform: &llb::Platform,
         lease: Option<&str>,
     ) -> Result<(PulledImage, Option<String>)> {
+        self.pull_with(reference, platform, lease, None).await
+    }
+
+    /// [`Worker::pull`] with the registry credentials of `creds` (a build's session).
+    pub async fn pull_with(
+        &self,
+        reference: &str,
+        platform: &llb::Platform,
+        lease: Option<&str>,
+        creds: Option<&dyn CredentialSource>,
+    ) -> Result<(PulledImage, Option<String>)> {
         let image = self
             .registry
-            .pull(reference, platform, &self.content, lease)
+            .pull_with(reference, platform, &self.content, lease, creds)
             .await?;
         let (img, store, snap) = (
             image.clone(),

@@ -3,8 +3,10 @@
 //! An LLB definition on standard input (no `--frontend`), progress in any of upstream's
 //! modes (`auto`, `tty`, `plain`, `rawjson`, `quiet`) on standard error. A
 //! session carries `--local` directories to the daemon, results back for `--output
-//! type=local|tar`, and `--secret` values. Frontends go to the daemon, which says whether
-//! it has them.
+//! type=local|tar|oci|docker` (`type=image` stays on the daemon, pushed when asked; the
+//! exporter's answer goes to `--metadata-file`), `--secret` values, `--ssh` agents, and
+//! registry credentials from the Docker config (`$DOCKER_CONFIG/config.json`). Frontends
+//! go to the daemon, which says whether it has them.
 
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -15,6 +17,8 @@ use prost::Message;
 use proto::control::{SolveRequest, StatusRequest};
 
 use crate::cli::GlobalArgs;
+
+mod output;
 
 /// `buildctl build` flags.
 #[derive(Debug, Args)]
@@ -40,11 +44,18 @@ pub struct BuildArgs {
     /// Secret, id=ID,src=PATH|env=VAR (repeatable).
     #[arg(long = "secret")]
     pub secrets: Vec<String>,
+    /// SSH agent to forward, ID[=SOCKET][,raw=true]; ID alone uses $SSH_AUTH_SOCK (repeatable).
+    #[arg(long = "ssh")]
+    pub ssh: Vec<String>,
+    /// Output build metadata (e.g., image digest) to a file as JSON.
+    #[arg(long)]
+    pub metadata_file: Option<std::path::PathBuf>,
 }
 
 /// Runs the build; returns an error with the failing step's message on failure.
 pub async fn run(global: &GlobalArgs, args: &BuildArgs) -> anyhow::Result<()> {
-    let (exporters, target) = outputs(&args.outputs)?;
+    let stdout_is_terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let (exporters, target) = output::parse_outputs(&args.outputs, stdout_is_terminal)?;
     let mut session = session::Session::new("buildctl");
     if !args.locals.is_empty() {
         let mut dirs = Vec::new();
@@ -65,6 +76,18 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs) -> anyhow::Result<()> {
     }
     if !args.secrets.is_empty() {
         session.allow(session::SecretsProvider::new(secrets(&args.secrets)?));
+    }
+    if !args.ssh.is_empty() {
+        let agents = session::SshAgentProvider::from_specs(&args.ssh).context("--ssh")?;
+        session.allow(agents);
+    }
+    // Registry credentials from the Docker config, for the daemon's pulls. A broken config
+    // only warns, as upstream's does: the build may need no credentials at all.
+    match session::AuthProvider::from_env() {
+        Ok(auth) => {
+            session.allow(auth);
+        }
+        Err(e) => eprintln!("WARNING: registry credentials: {e}"),
     }
     // Progress goes to standard error (standard output may carry a tar): auto redraws
     // in place only when that is a terminal.
@@ -155,45 +178,17 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs) -> anyhow::Result<()> {
     }
     // The status stream ends when the job does.
     let _ = tokio::time::timeout(Duration::from_secs(5), printer).await;
-    match solved {
-        Ok(_) => Ok(()),
+    let response = match solved {
+        Ok(r) => r.into_inner().exporter_response,
         Err(status) => bail!("{}", status.message()),
+    };
+    // Written only when the exporters answered something, as upstream.
+    if let Some(path) = &args.metadata_file
+        && !response.is_empty()
+    {
+        output::write_metadata_file(path, &response)?;
     }
-}
-
-/// Parses `--output` flags into exporters for the daemon and where their results go here.
-fn outputs(
-    specs: &[String],
-) -> anyhow::Result<(
-    Vec<proto::control::Exporter>,
-    Option<session::FileSendTarget>,
-)> {
-    let mut exporters = Vec::new();
-    let mut target = None::<session::FileSendTarget>;
-    for (i, spec) in specs.iter().enumerate() {
-        let mut attrs = std::collections::BTreeMap::new();
-        for kv in spec.split(',') {
-            let (k, v) = kv
-                .split_once('=')
-                .with_context(|| format!("--output {spec}: expected KEY=VALUE, got {kv:?}"))?;
-            attrs.insert(k.to_string(), v.to_string());
-        }
-        let ty = attrs
-            .remove("type")
-            .with_context(|| format!("--output {spec}: type= is required"))?;
-        let dest = attrs.remove("dest");
-        let t = target.take().unwrap_or_default();
-        let id = i as u64;
-        target = Some(match (ty.as_str(), dest.as_deref()) {
-            ("local", Some(d)) => t.dir(id, d),
-            ("local", None) => bail!("--output {spec}: type=local needs dest=DIR"),
-            ("tar", None | Some("-")) => t.stdout(id),
-            ("tar", Some(f)) => t.file(id, f),
-            (other, _) => bail!("--output {spec}: output type {other:?} is not supported yet"),
-        });
-        exporters.push(proto::control::Exporter { r#type: ty, attrs });
-    }
-    Ok((exporters, target))
+    Ok(())
 }
 
 /// Reads `--secret id=ID,src=PATH|env=VAR` values.

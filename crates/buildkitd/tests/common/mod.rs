@@ -73,10 +73,32 @@ pub fn buildctl(addr: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
         .unwrap()
 }
 
+/// [`buildctl`] with extra environment variables (`DOCKER_CONFIG`, say).
+pub fn buildctl_env(
+    addr: &str,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+    env: &[(&str, &Path)],
+) -> Output {
+    spawn_buildctl_env(addr, args, stdin, env)
+        .wait_with_output()
+        .unwrap()
+}
+
 /// Starts `buildctl --addr addr ARGS` with piped output; `stdin` is written and closed
 /// before this returns (definitions are small, so the pipe never fills).
 pub fn spawn_buildctl(addr: &str, args: &[&str], stdin: Option<&[u8]>) -> Child {
+    spawn_buildctl_env(addr, args, stdin, &[])
+}
+
+fn spawn_buildctl_env(
+    addr: &str,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+    env: &[(&str, &Path)],
+) -> Child {
     let mut child = Command::new(buildctl_bin())
+        .envs(env.iter().copied())
         .arg("--addr")
         .arg(addr)
         .args(args)

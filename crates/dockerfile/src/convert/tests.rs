@@ -371,6 +371,7 @@ fn build_options_labels_hosts_shm_network_and_no_cache() {
     o.shm_size = 64 << 20;
     o.network = Some(llb::NetMode::None);
     o.no_cache = NoCache::Stages(vec!["b".into()]);
+    o.hostname = Some("builder".into());
     let c = convert_text(
         "FROM 127.0.0.1:5000/busybox:latest AS a\nRUN echo a\nFROM a AS b\nRUN echo b\n",
         o,
@@ -390,6 +391,7 @@ fn build_options_labels_hosts_shm_network_and_no_cache() {
         execs += 1;
         let meta = e.meta.as_ref().unwrap();
         assert_eq!(meta.extra_hosts[0].host, "db");
+        assert_eq!(meta.hostname, "builder");
         assert_eq!(meta.extra_hosts[0].ip, "10.0.0.7");
         assert_eq!(e.network, proto::pb::NetMode::None as i32);
         assert!(e.mounts.iter().any(|m| m.dest == "/dev/shm"));

@@ -6,12 +6,24 @@
 //! tree transfers no file data), a different one is replaced, and destination entries
 //! the sender does not have are deleted (unless [`ReceiveOptions::merge`]).
 //!
+//! When merging there is no comparison, and every file is requested; but a regular
+//! file the destination already has (an export over the previous export) is compared
+//! with the data as it arrives and kept, with the new metadata applied, when it holds
+//! the same bytes. Only a file that differs is written, into a temporary file renamed
+//! over it at the end. The result is the same as writing every file anew, without the
+//! writes, and without replacing every inode (which file systems that hold back freed
+//! inodes for a while, such as ext4 without a journal, make very slow). A file with
+//! several paths, or with extended attributes the new one would not have, is always
+//! replaced.
+//!
 //! All file system work happens on one blocking thread that owns the destination; the
 //! async side only moves packets. Paths are validated ([`super::validate`]) before any
 //! use, and every operation is confined to the destination ([`super::root`]).
 
 use std::collections::{HashMap, VecDeque};
-use std::io::Write;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use proto::fsutil_types::packet::PacketType;
@@ -21,7 +33,7 @@ use tokio::sync::mpsc;
 
 use super::mode::{FileKind, file_kind, is_dir, posix_permissions};
 use super::path::{Validator, compare_path};
-use super::root::Root;
+use super::root::{Root, xattr_names};
 use super::stat::join_dev;
 use super::walk::{Filter, walk};
 use super::{Error, PacketConn, PacketSender, join, packet, packet_type};
@@ -170,7 +182,34 @@ fn disk_worker(
 struct Wanted {
     path: String,
     stat: Stat,
-    file: Option<std::fs::File>,
+    sink: Sink,
+    /// Hard links made to `path` while its data was pending: made again if the file
+    /// is replaced.
+    links: Vec<String>,
+}
+
+/// Where a requested file's data goes.
+enum Sink {
+    /// Into the new empty file created for it (opened at the first chunk).
+    Fresh(Option<File>),
+    /// An existing regular file, which may hold the data already: rewriting a file
+    /// with the same contents (an export into a directory that holds the previous
+    /// export) would only cost writes, and file systems that delay reusing freed
+    /// inodes (ext4 without a journal) pay heavily for replacing many files. The data
+    /// is compared as it comes, and nothing is written while it matches.
+    Check(Check),
+    /// Into a temporary file renamed over the path at the end.
+    Replace { temp: String, file: File },
+}
+
+/// An existing file being compared with the incoming data.
+#[derive(Default)]
+struct Check {
+    /// Opened at the first chunk (`None` before, and if it cannot be used).
+    file: Option<File>,
+    opened: bool,
+    /// Bytes found equal so far.
+    matched: u64,
 }
 
 /// Applies STATs and DATA to the destination (fsutil's `DiskWriter` plus the diffing
@@ -185,6 +224,11 @@ struct DiskWriter {
     removed_prefix: Option<String>,
     next_id: u32,
     wanted: HashMap<u32, Wanted>,
+    /// The ids of requested files with a [`Sink::Check`], by path (hard links to
+    /// them are noted there).
+    checked: HashMap<String, u32>,
+    /// Scratch space for reading what an existing file holds.
+    scratch: Vec<u8>,
     /// Directory modification times, set last (writing inside changes them).
     dir_times: Vec<(String, i64)>,
     end: bool,
@@ -209,6 +253,8 @@ impl DiskWriter {
             removed_prefix: None,
             next_id: 0,
             wanted: HashMap::new(),
+            checked: HashMap::new(),
+            scratch: Vec::new(),
             dir_times: Vec::new(),
             end: false,
             stats: Stats::default(),
@@ -300,14 +346,24 @@ impl DiskWriter {
             Some(old) => is_dir(old.mode),
             // Merging (no listing) or a racing writer: ask the file system.
             None => match self.root.lstat(&rel)? {
-                Some(st) => {
-                    if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+                Some(st) => match FileType::from_raw_mode(st.st_mode) {
+                    FileType::Directory => true,
+                    FileType::RegularFile
+                        if kind == FileKind::Regular && stat.linkname.is_empty() =>
+                    {
+                        self.checked.insert(rel.clone(), id);
+                        return Ok(Some(self.want(
+                            id,
+                            rel,
+                            stat,
+                            Sink::Check(Check::default()),
+                        )));
+                    }
+                    _ => {
                         self.root.remove_all(&rel)?;
                         false
-                    } else {
-                        true
                     }
-                }
+                },
                 None => false,
             },
         };
@@ -348,21 +404,19 @@ impl DiskWriter {
             }
             FileKind::Regular if !stat.linkname.is_empty() => {
                 self.root.hardlink(&stat.linkname, &rel)?;
+                if let Some(w) = self
+                    .checked
+                    .get(&stat.linkname)
+                    .and_then(|target| self.wanted.get_mut(target))
+                {
+                    w.links.push(rel);
+                }
             }
             FileKind::Regular => {
                 self.root.create_file(&rel)?;
                 self.root.chown(&rel, stat.uid, stat.gid)?;
                 self.root.set_xattrs(&rel, &stat.xattrs);
-                self.stats.files_requested += 1;
-                self.wanted.insert(
-                    id,
-                    Wanted {
-                        path: rel,
-                        stat,
-                        file: None,
-                    },
-                );
-                return Ok(Some(id));
+                return Ok(Some(self.want(id, rel, stat, Sink::Fresh(None))));
             }
             FileKind::Socket | FileKind::Irregular => {
                 return Err(Error::invalid_path(&rel, "unsupported file type"));
@@ -371,11 +425,31 @@ impl DiskWriter {
         Ok(None)
     }
 
+    /// Registers a requested file; returns the id to request.
+    fn want(&mut self, id: u32, path: String, stat: Stat, sink: Sink) -> u32 {
+        self.stats.files_requested += 1;
+        self.wanted.insert(
+            id,
+            Wanted {
+                path,
+                stat,
+                sink,
+                links: Vec::new(),
+            },
+        );
+        id
+    }
+
     /// Owner, xattrs and mode (in that order: `chown` clears setuid bits).
     fn metadata(&mut self, stat: &Stat) -> Result<(), Error> {
-        self.root.chown(&stat.path, stat.uid, stat.gid)?;
-        self.root.set_xattrs(&stat.path, &stat.xattrs);
-        self.root.chmod(&stat.path, posix_permissions(stat.mode))
+        self.metadata_at(&stat.path, stat)
+    }
+
+    /// [`DiskWriter::metadata`] applied to `rel`.
+    fn metadata_at(&mut self, rel: &str, stat: &Stat) -> Result<(), Error> {
+        self.root.chown(rel, stat.uid, stat.gid)?;
+        self.root.set_xattrs(rel, &stat.xattrs);
+        self.root.chmod(rel, posix_permissions(stat.mode))
     }
 
     fn handle_end(&mut self) -> Result<(), Error> {
@@ -391,21 +465,105 @@ impl DiskWriter {
 
     fn handle_data(&mut self, id: u32, data: &[u8]) -> Result<(), Error> {
         if data.is_empty() {
-            let wanted = self.wanted.remove(&id).ok_or(Error::UnknownId(id))?;
-            drop(wanted.file);
-            self.root
-                .chmod(&wanted.path, posix_permissions(wanted.stat.mode))?;
-            return self.root.set_times(&wanted.path, wanted.stat.mod_time);
+            return self.finish_file(id);
         }
-        let wanted = self.wanted.get_mut(&id).ok_or(Error::UnknownId(id))?;
-        if wanted.file.is_none() {
-            wanted.file = Some(self.root.open_write(&wanted.path)?);
+        let DiskWriter {
+            root,
+            wanted,
+            scratch,
+            stats,
+            ..
+        } = self;
+        let w = wanted.get_mut(&id).ok_or(Error::UnknownId(id))?;
+        stats.bytes_received += data.len() as u64;
+        let write_err = |path: &str| {
+            let path = PathBuf::from(path);
+            move |e| Error::io("write", path, e)
+        };
+        match &mut w.sink {
+            Sink::Fresh(file) => {
+                if file.is_none() {
+                    *file = Some(root.open_write(&w.path)?);
+                }
+                if let Some(file) = file.as_mut() {
+                    file.write_all(data).map_err(write_err(&w.path))?;
+                }
+                return Ok(());
+            }
+            Sink::Replace { file, temp } => {
+                return file.write_all(data).map_err(write_err(temp));
+            }
+            Sink::Check(check) => {
+                if !check.opened {
+                    check.opened = true;
+                    check.file = usable(root, &w.path, &w.stat)?;
+                }
+                if let Some(file) = check.file.as_mut()
+                    && holds(file, data, scratch).map_err(|e| Error::io("read", &w.path, e))?
+                {
+                    check.matched += data.len() as u64;
+                    return Ok(());
+                }
+            }
         }
-        if let Some(file) = wanted.file.as_mut() {
-            file.write_all(data)
-                .map_err(|e| Error::io("write", PathBuf::from(&wanted.path), e))?;
+        // The existing file differs: the data goes to a new file.
+        let (temp, mut file) = replacement(root, w)?;
+        file.write_all(data).map_err(write_err(&temp))?;
+        w.sink = Sink::Replace { temp, file };
+        Ok(())
+    }
+
+    /// The last (empty) chunk of a requested file: its metadata goes on, and a
+    /// replacement takes its place.
+    fn finish_file(&mut self, id: u32) -> Result<(), Error> {
+        let mut w = self.wanted.remove(&id).ok_or(Error::UnknownId(id))?;
+        if self.checked.get(&w.path) == Some(&id) {
+            self.checked.remove(&w.path);
         }
-        self.stats.bytes_received += data.len() as u64;
+        let perm = posix_permissions(w.stat.mode);
+        match std::mem::replace(&mut w.sink, Sink::Fresh(None)) {
+            Sink::Fresh(file) => {
+                drop(file);
+                self.root.chmod(&w.path, perm)?;
+                self.root.set_times(&w.path, w.stat.mod_time)
+            }
+            Sink::Check(mut check) => {
+                if !check.opened {
+                    check.file = usable(&mut self.root, &w.path, &w.stat)?;
+                }
+                // Equal so far; also equal if it ends here too.
+                let same_length = match &check.file {
+                    Some(file) => {
+                        let st = rustix::fs::fstat(file)
+                            .map_err(|e| Error::io("stat", &w.path, e.into()))?;
+                        u64::try_from(st.st_size).is_ok_and(|n| n == check.matched)
+                    }
+                    None => false,
+                };
+                if same_length {
+                    drop(check);
+                    self.metadata_at(&w.path, &w.stat)?;
+                    return self.root.set_times(&w.path, w.stat.mod_time);
+                }
+                w.sink = Sink::Check(check);
+                let (temp, file) = replacement(&mut self.root, &mut w)?;
+                self.replace(w, temp, file)
+            }
+            Sink::Replace { temp, file } => self.replace(w, temp, file),
+        }
+    }
+
+    /// Puts the written temporary file in place of the requested one, and the hard
+    /// links made to the old file meanwhile on it.
+    fn replace(&mut self, w: Wanted, temp: String, file: File) -> Result<(), Error> {
+        drop(file);
+        self.metadata_at(&temp, &w.stat)?;
+        self.root.set_times(&temp, w.stat.mod_time)?;
+        self.root.rename(&temp, &w.path)?;
+        for link in &w.links {
+            self.root.remove_all(link)?;
+            self.root.hardlink(&w.path, link)?;
+        }
         Ok(())
     }
 
@@ -415,5 +573,304 @@ impl DiskWriter {
             self.root.set_times(&rel, mtime)?;
         }
         Ok(())
+    }
+}
+
+impl Drop for DiskWriter {
+    /// A transfer that stops half way leaves no temporary files behind.
+    fn drop(&mut self) {
+        for w in self.wanted.values() {
+            if let Sink::Replace { temp, .. } = &w.sink
+                && let Err(e) = self.root.remove_all(temp)
+            {
+                tracing::debug!(path = temp, error = %e, "removing a temporary file failed");
+            }
+        }
+    }
+}
+
+/// The existing file at `path`, opened, if keeping it can give what a new file would:
+/// a regular file that no other path shares (keeping it would change the others too),
+/// without extended attributes that the new one would not get.
+fn usable(root: &mut Root, path: &str, stat: &Stat) -> Result<Option<File>, Error> {
+    let Some((file, st)) = root.open_read(path)? else {
+        return Ok(None);
+    };
+    if st.st_nlink != 1 {
+        return Ok(None);
+    }
+    let names = xattr_names(file.as_fd()).map_err(|e| Error::io("listxattr", path, e))?;
+    let covered = names
+        .iter()
+        .all(|n| std::str::from_utf8(n).is_ok_and(|n| stat.xattrs.contains_key(n)));
+    Ok(covered.then_some(file))
+}
+
+/// Whether `file` holds `data` at its current position (reading past it).
+fn holds(file: &mut File, data: &[u8], scratch: &mut Vec<u8>) -> std::io::Result<bool> {
+    scratch.resize(data.len(), 0);
+    let mut filled = 0;
+    while filled < data.len() {
+        match file.read(&mut scratch[filled..]) {
+            Ok(0) => return Ok(false),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(scratch[..] == *data)
+}
+
+/// A new temporary file for `w`'s data, starting with the part of the existing file
+/// found equal so far.
+fn replacement(root: &mut Root, w: &mut Wanted) -> Result<(String, File), Error> {
+    let (temp, mut out) = root.create_temp(&w.path)?;
+    if let Sink::Check(check) = &mut w.sink
+        && check.matched > 0
+        && let Some(existing) = check.file.as_mut()
+    {
+        existing
+            .seek(SeekFrom::Start(0))
+            .map_err(|e| Error::io("seek", &w.path, e))?;
+        // `copy_file_range` underneath: no copy through memory, a reflink where the
+        // file system can.
+        let copied = std::io::copy(&mut existing.take(check.matched), &mut out)
+            .map_err(|e| Error::io("copy", &w.path, e))?;
+        if copied != check.matched {
+            return Err(Error::io(
+                "copy",
+                &w.path,
+                std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+            ));
+        }
+    }
+    Ok((temp, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use futures::StreamExt;
+    use tokio_stream::wrappers::ReceiverStream;
+
+    use super::*;
+    use crate::fsutil::{CHUNK_SIZE, FilterOptions, send};
+
+    /// Sends `src` into `dest` as an export does (merged, owned by us).
+    async fn export(src: &Path, dest: &Path) -> Stats {
+        let (to_recv_tx, to_recv_rx) = mpsc::channel(16);
+        let (to_send_tx, to_send_rx) = mpsc::channel(16);
+        let inbound = ReceiverStream::new(to_recv_rx)
+            .map(|p: Result<Packet, tonic::Status>| p.map_err(Error::from));
+        let receiver = PacketConn::new(inbound, to_send_tx);
+        let mut sender = PacketConn::new(
+            ReceiverStream::new(to_send_rx).map(|p| p.map_err(Error::from)),
+            to_recv_tx,
+        );
+        let src = src.to_path_buf();
+        let sent =
+            tokio::spawn(async move { send(&mut sender, &src, &FilterOptions::default()).await });
+        let opts = ReceiveOptions {
+            merge: true,
+            owner: Some((
+                rustix::process::geteuid().as_raw(),
+                rustix::process::getegid().as_raw(),
+            )),
+            ..ReceiveOptions::default()
+        };
+        let stats = receive(receiver, dest, opts).await.expect("receive");
+        sent.await.unwrap().expect("send");
+        stats
+    }
+
+    fn put(root: &Path, rel: &str, data: &[u8]) {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap();
+    }
+
+    fn ino(root: &Path, rel: &str) -> u64 {
+        std::fs::symlink_metadata(root.join(rel)).unwrap().ino()
+    }
+
+    fn set_mtime(path: &Path, secs: u64) {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        let f = std::fs::File::open(path).unwrap();
+        f.set_times(std::fs::FileTimes::new().set_accessed(t).set_modified(t))
+            .unwrap();
+    }
+
+    /// Every entry of a tree with its type, permissions, mtime and contents.
+    fn listing(root: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut pending = vec![root.to_path_buf()];
+        while let Some(dir) = pending.pop() {
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let p = e.unwrap().path();
+                let md = std::fs::symlink_metadata(&p).unwrap();
+                let rel = p.strip_prefix(root).unwrap().display().to_string();
+                let what = if md.is_dir() {
+                    pending.push(p.clone());
+                    "dir".to_string()
+                } else if md.file_type().is_symlink() {
+                    format!("-> {}", std::fs::read_link(&p).unwrap().display())
+                } else {
+                    let data = std::fs::read(&p).unwrap();
+                    format!(
+                        "{} bytes, sum {}",
+                        data.len(),
+                        data.iter().map(|&b| b as u64).sum::<u64>()
+                    )
+                };
+                let mtime = if md.is_dir() { 0 } else { md.mtime() };
+                out.push(format!("{rel} {:o} {mtime} {what}", md.mode()));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[tokio::test]
+    async fn an_export_over_an_earlier_one_keeps_identical_files_and_replaces_the_rest() {
+        use std::os::unix::fs::PermissionsExt;
+        let src_dir = tempfile::tempdir().unwrap();
+        let dest_dir = tempfile::tempdir().unwrap();
+        let (src, dest) = (src_dir.path(), dest_dir.path());
+        let big: Vec<u8> = (0..CHUNK_SIZE * 2 + 100).map(|i| (i % 253) as u8).collect();
+        put(src, "same.txt", b"same");
+        put(src, "big.bin", &big);
+        put(src, "big-changed.bin", &big);
+        put(src, "sub/changed.txt", b"new!");
+        put(src, "shorter.txt", b"abc");
+        put(src, "longer.txt", b"abcdef");
+        put(src, "linked.txt", b"linked");
+        put(src, "was-link", b"a file now");
+        put(src, "empty", b"");
+        put(src, "empty-was-full", b"");
+        put(src, "xattr.txt", b"x");
+        put(src, "hard/one", b"hard");
+        std::fs::hard_link(src.join("hard/one"), src.join("hard/two")).unwrap();
+        std::fs::set_permissions(src.join("same.txt"), std::fs::Permissions::from_mode(0o640))
+            .unwrap();
+        set_mtime(&src.join("same.txt"), 1_000_000_000);
+
+        // What an earlier export left (and something else next to it).
+        put(dest, "same.txt", b"same");
+        put(dest, "big.bin", &big);
+        let mut other = big.clone();
+        other[CHUNK_SIZE + 7] ^= 1;
+        put(dest, "big-changed.bin", &other);
+        put(dest, "sub/changed.txt", b"old!");
+        put(dest, "shorter.txt", b"abcd");
+        put(dest, "longer.txt", b"abc");
+        put(dest, "linked.txt", b"linked");
+        std::fs::hard_link(dest.join("linked.txt"), dest.join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink("same.txt", dest.join("was-link")).unwrap();
+        put(dest, "empty", b"");
+        put(dest, "empty-was-full", b"full");
+        put(dest, "xattr.txt", b"x");
+        let stray_xattr = rustix::fs::setxattr(
+            dest.join("xattr.txt").as_path(),
+            "user.stray",
+            b"1",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .is_ok();
+        put(dest, "hard/one", b"HARD");
+        put(dest, "hard/two", b"HARD");
+        put(dest, "unrelated.txt", b"kept");
+        let kept = ["same.txt", "big.bin", "empty"].map(|p| (p, ino(dest, p)));
+        let replaced =
+            ["big-changed.bin", "sub/changed.txt", "linked.txt"].map(|p| (p, ino(dest, p)));
+
+        let stats = export(src, dest).await;
+        assert_eq!(
+            stats.bytes_received,
+            (4 + big.len() * 2 + 4 + 3 + 6 + 6 + 10 + 1 + 4) as u64
+        );
+
+        let mut want = listing(src);
+        let unrelated = format!(
+            "unrelated.txt {:o} {} 4 bytes, sum {}",
+            std::fs::symlink_metadata(dest.join("unrelated.txt"))
+                .unwrap()
+                .mode(),
+            std::fs::symlink_metadata(dest.join("unrelated.txt"))
+                .unwrap()
+                .mtime(),
+            b"kept".iter().map(|&b| b as u64).sum::<u64>()
+        );
+        let elsewhere = format!(
+            "elsewhere {:o} {} 6 bytes, sum {}",
+            std::fs::symlink_metadata(dest.join("elsewhere"))
+                .unwrap()
+                .mode(),
+            std::fs::symlink_metadata(dest.join("elsewhere"))
+                .unwrap()
+                .mtime(),
+            b"linked".iter().map(|&b| b as u64).sum::<u64>()
+        );
+        want.push(unrelated);
+        want.push(elsewhere);
+        want.sort();
+        assert_eq!(listing(dest), want);
+
+        for (p, before) in kept {
+            assert_eq!(ino(dest, p), before, "{p}: identical, kept");
+        }
+        for (p, before) in replaced {
+            assert_ne!(ino(dest, p), before, "{p}: replaced");
+        }
+        assert_eq!(
+            std::fs::read(dest.join("elsewhere")).unwrap(),
+            b"linked",
+            "another path of a replaced file is left alone"
+        );
+        assert_eq!(
+            ino(dest, "hard/one"),
+            ino(dest, "hard/two"),
+            "hard links of the export are links"
+        );
+        if stray_xattr {
+            let names = xattr_names(File::open(dest.join("xattr.txt")).unwrap().as_fd()).unwrap();
+            assert!(
+                names.is_empty(),
+                "a file with other xattrs is replaced: {names:?}"
+            );
+        }
+        let leftovers: Vec<_> = std::fs::read_dir(dest)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".fsutil-tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+
+        // Again, with nothing changed: every file is kept, except the hard links (a
+        // file with several paths is always replaced).
+        let paths = ["same.txt", "big.bin", "big-changed.bin", "sub/changed.txt"];
+        let before = paths.map(|p| ino(dest, p));
+        let link_before = ino(dest, "hard/one");
+        export(src, dest).await;
+        assert_eq!(listing(dest), want);
+        assert_eq!(paths.map(|p| ino(dest, p)), before);
+        assert_ne!(ino(dest, "hard/one"), link_before);
+        assert_eq!(ino(dest, "hard/one"), ino(dest, "hard/two"));
+    }
+
+    /// A hard link sent while its target is being compared ends on the target's final
+    /// contents, whichever way the comparison goes.
+    #[tokio::test]
+    async fn links_to_a_replaced_file_follow_it() {
+        let src_dir = tempfile::tempdir().unwrap();
+        let dest_dir = tempfile::tempdir().unwrap();
+        let (src, dest) = (src_dir.path(), dest_dir.path());
+        put(src, "a", b"new contents");
+        std::fs::hard_link(src.join("a"), src.join("b")).unwrap();
+        put(dest, "a", b"old contents");
+        export(src, dest).await;
+        assert_eq!(std::fs::read(dest.join("a")).unwrap(), b"new contents");
+        assert_eq!(std::fs::read(dest.join("b")).unwrap(), b"new contents");
+        assert_eq!(ino(dest, "a"), ino(dest, "b"));
     }
 }

@@ -17,7 +17,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps, XattrFla
 use rustix::io::Errno;
 
 use super::Error;
-use super::path::split;
+use super::path::{join, split};
 
 /// A destination directory, opened once.
 pub(crate) struct Root {
@@ -25,6 +25,8 @@ pub(crate) struct Root {
     fd: Rc<OwnedFd>,
     /// The last parent directory resolved: consecutive entries usually share it.
     last: Option<(String, Rc<OwnedFd>)>,
+    /// Suffix of the next temporary file name.
+    next_temp: u64,
 }
 
 fn err(op: &'static str, path: &str, e: Errno) -> Error {
@@ -45,6 +47,7 @@ impl Root {
             path: path.to_path_buf(),
             fd: Rc::new(fd),
             last: None,
+            next_temp: 0,
         })
     }
 
@@ -139,6 +142,59 @@ impl Root {
             return Err(Error::invalid_path(rel, "not a regular file"));
         }
         Ok(File::from(fd))
+    }
+
+    /// Opens `rel` for reading if it is a regular file (never through a final symlink,
+    /// never blocking on a FIFO); `None` if it is not one or cannot be opened.
+    pub(crate) fn open_read(
+        &mut self,
+        rel: &str,
+    ) -> Result<Option<(File, rustix::fs::Stat)>, Error> {
+        let (dir, name) = self.parent(rel)?;
+        let Ok(fd) = rustix::fs::openat(
+            dir.as_fd(),
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) else {
+            return Ok(None);
+        };
+        let st = rustix::fs::fstat(&fd).map_err(|e| err("stat", rel, e))?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return Ok(None);
+        }
+        Ok(Some((File::from(fd), st)))
+    }
+
+    /// Creates a new, empty file (owner-only) under a free temporary name in the
+    /// directory of `rel`, to be renamed over `rel` once written; returns its path.
+    pub(crate) fn create_temp(&mut self, rel: &str) -> Result<(String, File), Error> {
+        let (dir, _) = split(rel);
+        for _ in 0..1000 {
+            let name = format!(".fsutil-tmp-{}-{}", std::process::id(), self.next_temp);
+            self.next_temp += 1;
+            let tmp = join(dir, &name);
+            let (parent, base) = self.parent(&tmp)?;
+            match rustix::fs::openat(
+                parent.as_fd(),
+                base,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            ) {
+                Ok(fd) => return Ok((tmp, File::from(fd))),
+                Err(Errno::EXIST) => continue,
+                Err(e) => return Err(err("create", &tmp, e)),
+            }
+        }
+        Err(err("create", rel, Errno::EXIST))
+    }
+
+    /// Renames `from` to `to` (replacing a non-directory there).
+    pub(crate) fn rename(&mut self, from: &str, to: &str) -> Result<(), Error> {
+        let (fdir, fname) = self.parent(from)?;
+        let (tdir, tname) = self.parent(to)?;
+        rustix::fs::renameat(fdir.as_fd(), fname, tdir.as_fd(), tname)
+            .map_err(|e| err("rename", to, e))
     }
 
     pub(crate) fn symlink(&mut self, target: &str, rel: &str) -> Result<(), Error> {
@@ -243,6 +299,35 @@ impl Root {
             }
         }
     }
+}
+
+/// The names of the extended attributes of the open file `fd` (none where the file
+/// system has none).
+pub(crate) fn xattr_names(fd: BorrowedFd<'_>) -> std::io::Result<Vec<Vec<u8>>> {
+    for _ in 0..3 {
+        let len = match rustix::fs::flistxattr_query(fd) {
+            Ok(len) => len,
+            Err(Errno::NOTSUP) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let mut buf = vec![0u8; len];
+        match rustix::fs::flistxattr(fd, &mut buf[..]) {
+            Ok(n) => {
+                return Ok(buf[..n]
+                    .split(|&b| b == 0)
+                    .filter(|n| !n.is_empty())
+                    .map(<[u8]>::to_vec)
+                    .collect());
+            }
+            // The list grew between the two calls: ask again.
+            Err(Errno::RANGE) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(std::io::Error::other("extended attributes keep changing"))
 }
 
 /// Removes `name` in `dir`, recursively if it is a directory, never following symlinks.
