@@ -83,7 +83,7 @@ pub struct ConvertOptions {
     pub shm_size: i64,
     /// `force-network-mode`: the network of every RUN without `--network`.
     pub network: Option<llb::NetMode>,
-        /// `context:NAME=...`: stages and images replaced by other sources.
+    /// `context:NAME=...`: stages and images replaced by other sources.
     pub named_contexts: BTreeMap<String, NamedContext>,
     /// The hostname of every RUN (`--build-arg BUILDKIT_SANDBOX_HOSTNAME=...`).
     pub hostname: Option<String>,
@@ -141,7 +141,7 @@ impl Default for ConvertOptions {
             extra_hosts: Vec::new(),
             shm_size: 0,
             network: None,
-                        named_contexts: BTreeMap::new(),
+            named_contexts: BTreeMap::new(),
             hostname: None,
         }
     }
@@ -1010,7 +1010,7 @@ impl Pass<'_> {
             d.image.config.working_dir = wd.to_string();
             d.state = d.state.dir(wd);
         }
-                if !d.image.config.user.is_empty() {
+        if !d.image.config.user.is_empty() {
             d.state = d.state.user(&d.image.config.user.clone());
         }
         if let Some(h) = &self.conv.opts.hostname {
