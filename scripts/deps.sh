@@ -14,6 +14,7 @@ PACKAGES=(
   busybox-static       # base image fixture
   skopeo               # independent check of pushed images
   git                  # git:// sources run it; their tests serve repositories with git daemon
+  docker.io            # dockerd: the tests check that `docker load` takes our docker tarballs
 )
 
 missing=()
