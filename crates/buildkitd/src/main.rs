@@ -33,6 +33,9 @@ struct Args {
     /// How many steps may run at once.
     #[arg(long = "oci-max-parallelism")]
     max_parallelism: Option<usize>,
+    /// Allow an insecure entitlement (security.insecure, network.host); repeatable.
+    #[arg(long = "allow-insecure-entitlement")]
+    allow_insecure_entitlement: Vec<String>,
 }
 
 async fn shutdown_signal() {
@@ -74,6 +77,14 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(n) = args.max_parallelism {
         config.worker.oci.max_parallelism = Some(n);
+    }
+    config
+        .insecure_entitlements
+        .extend(args.allow_insecure_entitlement.iter().cloned());
+    for e in &config.insecure_entitlements {
+        if e != "security.insecure" && e != "network.host" {
+            anyhow::bail!("insecure entitlement {e:?}: expected security.insecure or network.host");
+        }
     }
     let root = args
         .root

@@ -621,3 +621,58 @@ fn image_config_instructions() {
         "one non-empty history entry per layer: {history:#?}"
     );
 }
+
+#[test]
+fn insecure_steps_need_both_entitlements() {
+    let Some(env) = Env::start("insecure_steps_need_both_entitlements") else {
+        return;
+    };
+    let ctx = env.context(
+        "FROM {busybox}\nRUN --security=insecure cat /proc/self/status | grep CapEff > /caps\n",
+        &[],
+    );
+    let t = env.fails(&ctx, &[]);
+    assert!(t.contains("pass --allow security.insecure"), "{t}");
+    let t = env.fails(&ctx, &["--allow", "security.insecure"]);
+    assert!(
+        t.contains("--allow-insecure-entitlement security.insecure"),
+        "{t}"
+    );
+    // a daemon that allows it runs the step with all capabilities
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_with(
+        dir.path(),
+        &["--allow-insecure-entitlement", "security.insecure"],
+    );
+    let tar_path = dir.path().join("out.tar");
+    let c = ctx.display().to_string();
+    let out = d.buildctl(
+        &[
+            "build",
+            "--frontend",
+            "dockerfile.v0",
+            "--local",
+            &format!("context={c}"),
+            "--local",
+            &format!("dockerfile={c}"),
+            "--allow",
+            "security.insecure",
+            "--output",
+            &format!("type=tar,dest={}", tar_path.display()),
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let mut ar = tar::Archive::new(std::fs::File::open(&tar_path).unwrap());
+    let mut caps = String::new();
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().to_string_lossy().trim_start_matches("./") == "caps" {
+            e.read_to_string(&mut caps).unwrap();
+        }
+    }
+    assert!(
+        caps.contains("CapEff:\t000001ff") || caps.contains("CapEff:\t0000003f"),
+        "{caps}"
+    );
+}

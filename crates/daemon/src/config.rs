@@ -17,6 +17,10 @@ pub const DEFAULT_ADDRESS: &str = "unix:///run/buildkit/buildkitd.sock";
 pub struct Config {
     pub root: Option<PathBuf>,
     pub debug: bool,
+    /// Entitlements builds may ask for (`security.insecure`, `network.host`), as upstream's
+    /// `insecure-entitlements`.
+    #[serde(rename = "insecure-entitlements")]
+    pub insecure_entitlements: Vec<String>,
     pub grpc: Grpc,
     pub worker: Workers,
     pub registry: BTreeMap<String, RegistryHost>,

@@ -32,6 +32,8 @@ pub struct Controller {
     pub(crate) sessions: session::SessionManager,
     /// Cancelled when the daemon shuts down: every running job is a child of it.
     pub(crate) shutdown: CancellationToken,
+    /// Entitlements the daemon lets builds use (`--allow-insecure-entitlement`).
+    pub(crate) entitlements: Vec<String>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -138,6 +140,7 @@ impl Control for Controller {
                     frontend.definition
                 }
             };
+            check_entitlements(&loaded, &req.entitlements, &self.entitlements)?;
             // Local sources without a session of their own come from this build's session.
             crate::frontend::attach_session(&mut loaded, &req.session);
             let graph = ops::build_graph_for(&loaded, &self.ops, job_session.for_ops())
@@ -251,4 +254,33 @@ impl Control for Controller {
     ) -> Result<Response<UpdateBuildHistoryResponse>, Status> {
         Err(unimplemented("build history"))
     }
+}
+
+/// Privileged steps need the `security.insecure` entitlement, asked for by the client
+/// (`buildctl build --allow security.insecure`) and allowed by the daemon
+/// (`--allow-insecure-entitlement security.insecure`), as upstream.
+fn check_entitlements(
+    def: &LoadedDefinition,
+    asked: &[String],
+    allowed: &[String],
+) -> Result<(), Status> {
+    let insecure = def.ops.values().any(|o| {
+        matches!(&o.op.op, Some(proto::pb::op::Op::Exec(e))
+            if e.security == proto::pb::SecurityMode::Insecure as i32)
+    });
+    if !insecure {
+        return Ok(());
+    }
+    const E: &str = "security.insecure";
+    if !asked.iter().any(|a| a == E) {
+        return Err(Status::permission_denied(format!(
+            "{E} is not allowed: the build runs a privileged step; pass --allow {E} to buildctl"
+        )));
+    }
+    if !allowed.iter().any(|a| a == E) {
+        return Err(Status::permission_denied(format!(
+            "{E} is not allowed: start buildkitd with --allow-insecure-entitlement {E}"
+        )));
+    }
+    Ok(())
 }

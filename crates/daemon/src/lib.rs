@@ -172,6 +172,7 @@ pub async fn open(root: PathBuf, config: &Config) -> Result<Controller, Error> {
         worker_id,
         sessions,
         shutdown: tokio_util::sync::CancellationToken::new(),
+        entitlements: config.insecure_entitlements.clone(),
     })
 }
 

@@ -41,6 +41,9 @@ pub struct BuildArgs {
     /// Do not use the cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// Allow an extra privilege: security.insecure or network.host (repeatable).
+    #[arg(long = "allow")]
+    pub allow: Vec<String>,
     /// Secret, id=ID,src=PATH|env=VAR (repeatable).
     #[arg(long = "secret")]
     pub secrets: Vec<String>,
@@ -94,6 +97,11 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs) -> anyhow::Result<()> {
     let stderr_is_terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mode = client::progress::Mode::select(&args.progress, stderr_is_terminal)
         .map_err(|e| anyhow::anyhow!("--progress {}: {e}", args.progress))?;
+    for a in &args.allow {
+        if a != "security.insecure" && a != "network.host" {
+            bail!("--allow {a}: expected security.insecure or network.host");
+        }
+    }
     let mut frontend_attrs = std::collections::BTreeMap::new();
     for o in &args.opts {
         let (k, v) = o
@@ -167,6 +175,7 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs) -> anyhow::Result<()> {
             definition,
             frontend: args.frontend.clone().unwrap_or_default(),
             frontend_attrs,
+            entitlements: args.allow.clone(),
             session: session_id,
             exporters,
             ..SolveRequest::default()

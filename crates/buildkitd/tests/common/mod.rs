@@ -154,6 +154,11 @@ pub struct Daemon {
 impl Daemon {
     /// Starts the daemon under `dir` and waits until it answers.
     pub fn start(dir: &Path) -> Daemon {
+        Daemon::start_with(dir, &[])
+    }
+
+    /// Starts the daemon under `dir` with extra flags and waits until it answers.
+    pub fn start_with(dir: &Path, flags: &[&str]) -> Daemon {
         let socket = dir.join("buildkitd.sock");
         let log = dir.join("buildkitd.log");
         let logfile = std::fs::OpenOptions::new()
@@ -168,6 +173,7 @@ impl Daemon {
             .arg(&root)
             .arg("--addr")
             .arg(&addr)
+            .args(flags)
             // plain text in the log file
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
