@@ -49,6 +49,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ListenError> {
     let jobs = controller.shutdown.clone();
+    let worker = controller.ops.worker.clone();
     let service = ControlServer::from_arc(Arc::new(controller))
         .max_decoding_message_size(16 << 20)
         .max_encoding_message_size(16 << 20);
@@ -122,6 +123,11 @@ pub async fn serve(
                 });
             }
         }
+    }
+    // Cancelled steps release what they hold as they end; whatever is still held (a step
+    // whose clean-up had not finished) goes now, before the process exits.
+    if let Err(e) = worker.release().await {
+        tracing::warn!(error = %e, "releasing the steps of cancelled builds");
     }
     for addr in addresses {
         if let Some(path) = addr.strip_prefix("unix://") {

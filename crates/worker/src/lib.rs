@@ -77,6 +77,8 @@ pub struct Worker {
     pub snapshotter: Arc<dyn Snapshotter>,
     pub registry: Registry,
     pub executor: Arc<dyn Executor>,
+    /// The same executor, for the runc-specific clean-up at shutdown.
+    runc: Arc<RuncExecutor>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -119,7 +121,7 @@ impl Worker {
             Some(p) => Runtime::from_path(p)?,
             None => Runtime::detect()?,
         };
-        let executor = RuncExecutor::new(root.join("executor"), runtime)?;
+        let executor = Arc::new(RuncExecutor::new(root.join("executor"), runtime)?);
         let report = executor.cleanup_stale().await?;
         if !report.containers.is_empty() || !report.unmounted.is_empty() {
             tracing::warn!(
@@ -154,8 +156,29 @@ impl Worker {
             metadata,
             content,
             snapshotter,
-            executor: Arc::new(executor),
+            executor: executor.clone(),
+            runc: executor,
         })
+    }
+
+    /// Releases what running steps hold, for a daemon that is stopping after cancelling
+    /// its builds: containers still alive are killed and deleted, and the mounts under
+    /// `tmp/` are detached. A cancelled step normally cleans up after itself; this covers
+    /// one whose clean-up had not finished when the daemon exits.
+    pub async fn release(&self) -> Result<()> {
+        let report = self.runc.cleanup_stale().await?;
+        let tmp = self.tmp_dir();
+        let (unmounted, _) = tokio::task::spawn_blocking(move || reclaim_tmp(&tmp))
+            .await
+            .map_err(|e| Error::Join(e.to_string()))??;
+        if !report.containers.is_empty() || unmounted > 0 {
+            tracing::info!(
+                containers = report.containers.len(),
+                mounts = unmounted,
+                "released the steps of cancelled builds"
+            );
+        }
+        Ok(())
     }
 
     pub fn root(&self) -> &Path {
