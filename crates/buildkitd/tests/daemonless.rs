@@ -276,9 +276,11 @@ fn daemonless_script_passes_status_and_kills_a_stubborn_daemon() {
     let t = text(&out);
     assert_eq!(out.status.code(), Some(7), "{t}");
     assert!(t.contains("killing it"), "{t}");
+    // Far below SCRIPT_TIMEOUT (a hang would end there with status 124, caught above), and
+    // loose enough for a loaded CI machine.
     assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "{:?}",
+        started.elapsed() < Duration::from_secs(30),
+        "the stubborn daemon was not killed promptly: {:?}",
         started.elapsed()
     );
     let args = std::fs::read_to_string(&argsfile).unwrap();
