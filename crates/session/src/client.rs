@@ -21,7 +21,6 @@ use proto::health::{
     HealthCheckRequest, HealthCheckResponse, HealthListRequest, HealthListResponse,
 };
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::body::Body;
 use tonic::codegen::http;
@@ -39,15 +38,20 @@ pub const MAX_MESSAGE_SIZE: usize = 16 << 20;
 
 /// HTTP/2 receive windows of the connection tunneled through the session, at both ends.
 /// A file transfer is one stream, and every byte of it crosses two HTTP/2 connections
-/// and several tasks before the receiver can give the window back: with the default
-/// windows (1 MiB on a server) the sender keeps stopping to wait for window updates.
-pub(crate) const TUNNEL_STREAM_WINDOW: u32 = 8 << 20;
+/// and several tasks before the receiver can give the window back, so a wider window
+/// than the defaults (1 MiB on a server) keeps the sender from waiting for updates when
+/// the machine is busy.
+pub(crate) const TUNNEL_STREAM_WINDOW: u32 = 4 << 20;
 /// See [`TUNNEL_STREAM_WINDOW`].
-pub(crate) const TUNNEL_CONNECTION_WINDOW: u32 = 16 << 20;
+///
+/// Twice the stream window: a transfer whose receiver stalls (a slow disk) may fill
+/// its stream's window, and the other streams (health checks, a second transfer) still
+/// find room on the connection instead of waiting behind it.
+pub(crate) const TUNNEL_CONNECTION_WINDOW: u32 = 8 << 20;
 /// Largest HTTP/2 frame the client's end accepts: room for a whole fsutil DATA packet
 /// ([`crate::fsutil::CHUNK_SIZE`]), so that each becomes one frame, one message on the
-/// tunnel, instead of 16 KiB pieces each costing a message. Peers use what they like
-/// below it (Go's HTTP/2 writes at most 16 KiB frames).
+/// tunnel, instead of 16 KiB pieces each costing a message. A peer may still send
+/// smaller frames.
 pub(crate) const TUNNEL_MAX_FRAME: u32 = 512 << 10;
 
 /// Something a session can serve: one or more gRPC services (upstream's `Attachable`).
@@ -178,16 +182,16 @@ impl Session {
             health_timeout: self.health_timeout,
         };
         let (out_tx, out_rx) = mpsc::channel::<Bytes>(16);
-        let outbound = ReceiverStream::new(out_rx).map(|data| BytesMessage {
-            // No copy: the pipe made this buffer for the message alone.
-            data: Vec::from(data),
-        });
+        let outbound = crate::pipe::outgoing(out_rx).map(|data| BytesMessage { data });
         let mut request = Request::new(outbound);
         info.to_metadata(request.metadata_mut())?;
 
         let failure: Arc<Mutex<Option<Status>>> = Arc::default();
         let closed = self.closer.child_token();
-        let inbound = open_stream(client, request, failure.clone());
+        let inbound = crate::pipe::drained(
+            open_stream(client, request, failure.clone()),
+            crate::pipe::READ_AHEAD,
+        );
         let pipe = MessagePipe::new(inbound, out_tx, closed.clone());
 
         let incoming = futures::stream::once(async move { Ok::<_, io::Error>(pipe) })

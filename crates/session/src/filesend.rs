@@ -73,7 +73,7 @@ pub async fn send_dir(
     src: &Path,
     multi_platform: bool,
 ) -> Result<(), Error> {
-    let (tx, rx) = mpsc::channel::<Result<Packet, Status>>(64);
+    let (tx, rx) = mpsc::channel::<Result<Packet, Status>>(fsutil::QUEUE);
     let outbound = ReceiverStream::new(rx).filter_map(|p| std::future::ready(p.ok()));
     let mut request = Request::new(outbound);
     exporter_id(request.metadata_mut(), id);
@@ -231,7 +231,8 @@ impl FileSendTarget {
     }
 
     /// Exporter `id` writes a directory tree into `dir` (merged into what is there,
-    /// files owned by the current user).
+    /// files owned by the current user; a file already there with the same contents is
+    /// kept rather than written again).
     pub fn dir(self, id: u64, dir: impl Into<PathBuf>) -> FileSendTarget {
         self.with(id, Target::Dir(dir.into()))
     }

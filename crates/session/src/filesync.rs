@@ -99,7 +99,7 @@ impl FileSync for FileSyncProvider {
             patternmatcher::PatternMatcher::new(patterns)
                 .map_err(|e| Status::invalid_argument(format!("invalid {what}: {e}")))?;
         }
-        let (tx, rx) = mpsc::channel(64);
+        let (tx, rx) = mpsc::channel(fsutil::QUEUE);
         let inbound = request.into_inner().map(|p| p.map_err(fsutil::Error::from));
         let mut conn = PacketConn::new(inbound, tx.clone());
         tokio::spawn(async move {

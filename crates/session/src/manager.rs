@@ -14,7 +14,6 @@ use proto::control::BytesMessage;
 use proto::health::HealthCheckRequest;
 use proto::health::health_client::HealthClient;
 use tokio::sync::{Notify, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::codegen::http::Uri;
 use tonic::transport::{Channel, Endpoint};
@@ -208,14 +207,10 @@ impl SessionManager {
         }
         let closed = CancellationToken::new();
         let (out_tx, out_rx) = mpsc::channel::<Bytes>(16);
+        let inbound = crate::pipe::drained(inbound, crate::pipe::READ_AHEAD);
         let pipe = MessagePipe::new(inbound, out_tx, closed.clone());
-        let outbound = ReceiverStream::new(out_rx)
-            .map(|data| {
-                Ok(BytesMessage {
-                    // No copy: the pipe made this buffer for the message alone.
-                    data: Vec::from(data),
-                })
-            })
+        let outbound = crate::pipe::outgoing(out_rx)
+            .map(|data| Ok(BytesMessage { data }))
             .take_until(closed.clone().cancelled_owned());
         tokio::spawn(self.clone().run_session(info, pipe, closed));
         Ok(Box::pin(outbound))

@@ -1,8 +1,10 @@
 //! A bidirectional stream of byte messages as an `AsyncRead + AsyncWrite` byte pipe
 //! (upstream's `grpchijack` `net.Conn`).
 //!
-//! Each write becomes one message; reads concatenate the payloads of the messages
-//! received. HTTP/2 runs over the pipe, so message boundaries carry no meaning.
+//! Each write (a vectored one included) becomes one message, and `outgoing` merges
+//! the writes still queued when the next message goes out; reads concatenate the
+//! payloads of the messages received (`drained` reads them ahead). HTTP/2 runs over
+//! the pipe, so message boundaries carry no meaning.
 
 use std::io;
 use std::pin::Pin;
@@ -153,6 +155,77 @@ impl AsyncWrite for MessagePipe {
     }
 }
 
+/// Bytes of received messages a tunnel reads ahead for its pipe (see [`drained`]).
+pub(crate) const READ_AHEAD: usize = 8 << 20;
+
+/// `inbound`, read ahead by a task of its own into a buffer of up to `budget` bytes.
+///
+/// The messages of a tunnel are DATA frames of the HTTP/2 stream carrying it, and the
+/// `h2` crate closes a connection on which many small DATA frames wait unread (a
+/// defence against floods), failing every call on it: the build's own included. A
+/// tunnel carries many small messages (a request per file, window updates), and while
+/// the side reading them is busy they would pile up there. Read ahead, they wait here
+/// instead, counted in bytes.
+pub(crate) fn drained<S>(inbound: S, budget: usize) -> impl Stream<Item = io::Result<Bytes>> + Send
+where
+    S: Stream<Item = io::Result<Bytes>> + Send + 'static,
+{
+    let budget = budget.clamp(1, u32::MAX as usize);
+    let room = std::sync::Arc::new(tokio::sync::Semaphore::new(budget));
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut inbound = std::pin::pin!(inbound);
+        loop {
+            let item = tokio::select! {
+                item = inbound.next() => item,
+                // The pipe is gone: stop reading (and drop the stream).
+                () = tx.closed() => return,
+            };
+            let Some(item) = item else { return };
+            let cost = item.as_ref().map_or(0, |b| b.len().min(budget));
+            let Ok(permit) = room
+                .clone()
+                .acquire_many_owned(u32::try_from(cost).unwrap_or(u32::MAX))
+                .await
+            else {
+                return;
+            };
+            if tx.send((item, permit)).is_err() {
+                return;
+            }
+        }
+    });
+    tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(|(item, permit)| {
+        // The room it took is free again once the pipe has it.
+        drop(permit);
+        item
+    })
+}
+
+/// The messages to send for what a pipe wrote into `rx`: writes still queued when the
+/// next message is taken go out in it together (up to [`MAX_MESSAGE`] bytes), so that a
+/// busy tunnel carries fewer, larger messages. A peer that sends small HTTP/2 frames
+/// (16 KiB is the default) otherwise costs one message per frame.
+pub(crate) fn outgoing(rx: mpsc::Receiver<Bytes>) -> impl Stream<Item = Vec<u8>> + Send {
+    futures::stream::unfold((rx, None::<Bytes>), |(mut rx, held)| async move {
+        let first = match held {
+            Some(b) => b,
+            None => rx.recv().await?,
+        };
+        // No copy while alone: the pipe made this buffer for the message.
+        let mut message = Vec::from(first);
+        loop {
+            match rx.try_recv() {
+                Ok(next) if message.len() + next.len() <= MAX_MESSAGE => {
+                    message.extend_from_slice(&next);
+                }
+                Ok(next) => return Some((message, (rx, Some(next)))),
+                Err(_) => return Some((message, (rx, None))),
+            }
+        }
+    })
+}
+
 impl tonic::transport::server::Connected for MessagePipe {
     type ConnectInfo = ();
 
@@ -223,6 +296,60 @@ mod tests {
         assert_eq!(m.len(), MAX_MESSAGE);
         assert_eq!(&m[..5], b"head\x01");
         assert_eq!(pipe.write_vectored(&[]).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn queued_writes_go_out_together() {
+        let (tx, rx) = mpsc::channel(8);
+        for part in [&b"ab"[..], b"cd", b"ef"] {
+            tx.send(Bytes::copy_from_slice(part)).await.unwrap();
+        }
+        tx.send(Bytes::from(vec![9u8; MAX_MESSAGE - 1]))
+            .await
+            .unwrap();
+        drop(tx);
+        let got: Vec<Vec<u8>> = outgoing(rx).collect().await;
+        let sizes: Vec<usize> = got.iter().map(Vec::len).collect();
+        assert_eq!(
+            sizes,
+            [6, MAX_MESSAGE - 1],
+            "merged up to the limit, in order"
+        );
+        assert_eq!(got[0], b"abcdef");
+    }
+
+    #[tokio::test]
+    async fn reading_ahead_keeps_order_and_stops_at_the_budget() {
+        let (tx, rx) = mpsc::unbounded_channel::<io::Result<Bytes>>();
+        let inbound = tokio_stream::wrappers::UnboundedReceiverStream::new(rx);
+        let read = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = read.clone();
+        let inbound = inbound.inspect(move |_| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        });
+        let mut ahead = Box::pin(drained(inbound, 10));
+        for m in [&b"0123"[..], b"4567", b"89ab", b"cdef"] {
+            tx.send(Ok(Bytes::copy_from_slice(m))).unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(
+            read.load(std::sync::atomic::Ordering::SeqCst),
+            3,
+            "read ahead while 10 bytes hold them (the third waits for room)"
+        );
+        tx.send(Err(io::Error::other("end"))).unwrap();
+        drop(tx);
+        let mut got = Vec::new();
+        while let Some(item) = ahead.next().await {
+            match item {
+                Ok(b) => got.extend_from_slice(&b),
+                Err(e) => {
+                    assert_eq!(e.to_string(), "end");
+                    break;
+                }
+            }
+        }
+        assert_eq!(got, b"0123456789abcdef");
     }
 
     #[tokio::test]

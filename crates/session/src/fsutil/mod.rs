@@ -42,6 +42,10 @@ pub use walk::FilterOptions;
 /// fewer, larger pieces.
 pub const CHUNK_SIZE: usize = 256 * 1024;
 
+/// Packets a transfer queues between its file system threads and its stream, each way:
+/// with DATA of [`CHUNK_SIZE`], at most 8 MiB of file data waits in memory.
+pub(crate) const QUEUE: usize = 32;
+
 /// A failed transfer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -198,6 +202,23 @@ impl PacketConn {
             item?;
         }
         Ok(())
+    }
+
+    /// Why the outgoing side found the stream closed: the first error the incoming side
+    /// reports within a short wait (typically the status that ended the RPC), if any.
+    async fn why_closed(&mut self) -> Option<Error> {
+        let first_error = async {
+            while let Some(item) = self.inbound.next().await {
+                if let Err(e) = item {
+                    return Some(e);
+                }
+            }
+            None
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(1), first_error)
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Tells the peer about a failure, best effort (the stream may already be gone).

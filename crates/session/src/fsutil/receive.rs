@@ -87,7 +87,7 @@ pub async fn receive(
     dest: &Path,
     opts: ReceiveOptions,
 ) -> Result<Stats, Error> {
-    let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(128);
+    let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(super::QUEUE);
     let out = conn.outbound.clone();
     let dest = dest.to_path_buf();
     let worker = tokio::task::spawn_blocking(move || disk_worker(&dest, opts, cmd_rx, out));

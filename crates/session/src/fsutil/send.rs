@@ -74,7 +74,13 @@ pub async fn send(conn: &mut PacketConn, root: &Path, filter: &FilterOptions) ->
     if !walker_done {
         let _ = walker.await;
     }
-    let result = result.and(sent);
+    let mut result = result.and(sent);
+    // "Closed" only says that the RPC ended; its status says why.
+    if matches!(result, Err(Error::Closed))
+        && let Some(e) = conn.why_closed().await
+    {
+        result = Err(e);
+    }
     match &result {
         Ok(()) => conn.send(packet(PacketType::PacketFin)).await?,
         Err(Error::Peer(_)) => {}
