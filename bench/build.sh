@@ -6,7 +6,8 @@
 #   large   a context of FILES small files (default 20000) + one BIG_MIB file (default
 #           500), `COPY . /ctx/` to a `type=local` output: cold, no-op, one small file
 #           changed; next to `tar -c | sha256sum` over the same context (the floor: reading
-#           every byte once)
+#           every byte once). Re-exports into the same dest are incremental; the bytes
+#           the last one sent are printed.
 #
 # Times are wall clock of `buildctl build`, median of REPS (default 3) for the rebuilds.
 # Prints the daemon's peak RSS at the end. Needs root.
@@ -125,5 +126,8 @@ PY
   report "no-op rebuild (median)" "$noop"
   changed=$(for r in $(seq "$REPS"); do echo "changed $r" > "$ctx/d000/f00000.txt"; build "$ctx" "$WORK/out-large"; done | median)
   report "one small file changed (median)" "$changed"
+  # The exports after the first are incremental: the daemon's "copying files" status says
+  # what went over the session.
+  echo "   last re-export: $(grep 'copying files' "$WORK/progress.log" | tail -1 | sed 's/^#[0-9]* //')"
   stop_daemon
 fi

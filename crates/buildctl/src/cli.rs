@@ -72,6 +72,10 @@ pub enum Command {
     Build(BuildArgs),
     /// Debug utilities.
     Debug(DebugArgs),
+    /// disk usage
+    Du(crate::commands::cache::DuArgs),
+    /// clean up build cache
+    Prune(crate::commands::cache::PruneArgs),
 }
 
 /// `buildctl debug ...`.

@@ -2,7 +2,7 @@
 //!
 //! A thin binary: [`cli`] parses the command line (upstream's global flags and
 //! subcommands), and each subcommand lives in its own file under [`commands`]: `build`,
-//! `debug dump-llb`, `debug workers`, `debug info`.
+//! `du`, `prune`, `debug dump-llb`, `debug workers`, `debug info`.
 
 mod cli;
 mod commands;
@@ -28,6 +28,12 @@ fn main() -> ExitCode {
         },
         Command::Build(args) => {
             runtime().and_then(|rt| rt.block_on(commands::build::run(&cli.global, args)))
+        }
+        Command::Du(args) => {
+            runtime().and_then(|rt| rt.block_on(commands::cache::du(&cli.global, args)))
+        }
+        Command::Prune(args) => {
+            runtime().and_then(|rt| rt.block_on(commands::cache::prune(&cli.global, args)))
         }
     };
     match result {

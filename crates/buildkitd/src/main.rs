@@ -33,6 +33,12 @@ struct Args {
     /// How many steps may run at once.
     #[arg(long = "oci-max-parallelism")]
     max_parallelism: Option<usize>,
+    /// Enable automatic garbage collection of the build cache (default true).
+    #[arg(long = "oci-worker-gc", num_args = 0..=1, default_missing_value = "true")]
+    gc: Option<bool>,
+    /// Storage GC keeps, "Reserved[,Free[,Maximum]]" in MB.
+    #[arg(long = "oci-worker-gc-keepstorage")]
+    gc_keep_storage: Option<String>,
     /// Allow an insecure entitlement (security.insecure, network.host); repeatable.
     #[arg(long = "allow-insecure-entitlement")]
     allow_insecure_entitlement: Vec<String>,
@@ -77,6 +83,35 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(n) = args.max_parallelism {
         config.worker.oci.max_parallelism = Some(n);
+    }
+    if let Some(gc) = args.gc {
+        config.worker.oci.gc = Some(gc);
+    }
+    if let Some(v) = &args.gc_keep_storage {
+        let mb = v
+            .split(',')
+            .map(|p| {
+                let n: f64 = p.trim().parse().map_err(|_| {
+                    anyhow::anyhow!(
+                        "--oci-worker-gc-keepstorage {v}: expected Reserved[,Free[,Maximum]] in MB"
+                    )
+                })?;
+                if !n.is_finite() || n < 0.0 {
+                    anyhow::bail!("--oci-worker-gc-keepstorage {v}: sizes must be 0 or more");
+                }
+                Ok(daemon::config::Size::Bytes((n * 1e6) as u64))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if mb.is_empty() || mb.len() > 3 {
+            anyhow::bail!(
+                "--oci-worker-gc-keepstorage {v}: expected Reserved[,Free[,Maximum]] in MB"
+            );
+        }
+        let mut parts = mb.into_iter();
+        let oci = &mut config.worker.oci;
+        oci.reserved_space = parts.next();
+        oci.min_free_space = parts.next().or(oci.min_free_space.take());
+        oci.max_used_space = parts.next().or(oci.max_used_space.take());
     }
     config
         .insecure_entitlements

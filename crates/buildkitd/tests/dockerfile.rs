@@ -105,22 +105,7 @@ fn tree_contains(root: &Path, needle: &[u8]) -> Option<std::path::PathBuf> {
 }
 
 fn build(d: &Daemon, ctx: &Path, extra: &[&str]) -> std::process::Output {
-    let ctx = ctx.display().to_string();
-    let local_ctx = format!("context={ctx}");
-    let local_df = format!("dockerfile={ctx}");
-    let mut args = vec![
-        "build",
-        "--frontend",
-        "dockerfile.v0",
-        "--local",
-        &local_ctx,
-        "--local",
-        &local_df,
-        "--progress",
-        "plain",
-    ];
-    args.extend_from_slice(extra);
-    d.buildctl(&args, None)
+    d.build_dockerfile(ctx, extra)
 }
 
 const SECRET: &str = "TOPSECRET-7f3a9c-must-never-reach-the-daemon";

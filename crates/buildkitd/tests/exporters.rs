@@ -59,21 +59,7 @@ fn context(dir: &Path, base: &str) -> PathBuf {
 }
 
 fn build(d: &Daemon, ctx: &Path, extra: &[&str]) -> Output {
-    let local_ctx = format!("context={}", ctx.display());
-    let local_df = format!("dockerfile={}", ctx.display());
-    let mut args = vec![
-        "build",
-        "--frontend",
-        "dockerfile.v0",
-        "--local",
-        &local_ctx,
-        "--local",
-        &local_df,
-        "--progress",
-        "plain",
-    ];
-    args.extend_from_slice(extra);
-    d.buildctl(&args, None)
+    d.build_dockerfile(ctx, extra)
 }
 
 /// The digests of the blobs in the daemon's content store.
@@ -583,6 +569,20 @@ fn pushes_use_the_session_credentials() {
     .unwrap();
     let without = dir.path().join("empty-docker-config");
     std::fs::create_dir_all(&without).unwrap();
+    let wrong = dir.path().join("wrong-docker-config");
+    std::fs::create_dir_all(&wrong).unwrap();
+    let bad_auth = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("{user}:not-the-password"),
+    );
+    std::fs::write(
+        wrong.join("config.json"),
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"{bad_auth}"}}}}}}"#,
+            reg.host()
+        ),
+    )
+    .unwrap();
     let d = Daemon::start(dir.path());
     let st = llb::scratch().file(
         &llb::FileAction::mkfile("/f", 0o644, "private\n", llb::MkfileOptions::default()),
@@ -598,6 +598,24 @@ fn pushes_use_the_session_credentials() {
     let t = text(&out);
     assert!(t.contains("failed to push"), "{t}");
     assert!(t.to_lowercase().contains("unauthorized"), "{t}");
+
+    // Wrong credentials: refused with a clear error naming the image, nothing pushed.
+    let out = common::buildctl_env(&d.addr, &args, Some(&def), &[("DOCKER_CONFIG", &wrong)]);
+    assert!(!out.status.success(), "pushed with a wrong password");
+    let t = text(&out);
+    assert!(t.contains("failed to push") && t.contains(&name), "{t}");
+    assert!(
+        t.to_lowercase().contains("unauthorized") && t.contains("401"),
+        "{t}"
+    );
+    let out = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--creds",
+        &format!("{user}:{password}"),
+        &format!("docker://{name}"),
+    ]);
+    assert!(!out.status.success(), "the image is not there yet");
 
     let out = common::buildctl_env(
         &d.addr,

@@ -14,7 +14,7 @@ mod plain;
 pub mod rawjson;
 mod trace;
 mod tty;
-mod units;
+pub mod units;
 
 use std::time::SystemTime;
 

@@ -34,6 +34,8 @@ pub struct Controller {
     pub(crate) shutdown: CancellationToken,
     /// Entitlements the daemon lets builds use (`--allow-insecure-entitlement`).
     pub(crate) entitlements: Vec<String>,
+    /// Automatic garbage collection.
+    pub(crate) gc: Arc<crate::gc::Gc>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -66,15 +68,51 @@ impl Drop for CancelOnDrop {
 impl Control for Controller {
     async fn disk_usage(
         &self,
-        _: Request<DiskUsageRequest>,
+        request: Request<DiskUsageRequest>,
     ) -> Result<Response<DiskUsageResponse>, Status> {
-        Err(unimplemented("disk usage (buildctl du)"))
+        let req = request.into_inner();
+        let cache = self.ops.cache.clone();
+        let age_limit = u64::try_from(req.age_limit).unwrap_or(0);
+        let records = tokio::task::spawn_blocking(move || cache.disk_usage(&req.filter))
+            .await
+            .map_err(|e| Status::internal(format!("disk usage: {e}")))?
+            .map_err(|e| match e {
+                cache::Error::Filter { .. } => Status::invalid_argument(format!("disk usage: {e}")),
+                e => Status::internal(format!("disk usage: {e}")),
+            })?;
+        let cutoff =
+            std::time::SystemTime::now().checked_sub(std::time::Duration::from_nanos(age_limit));
+        let record = records
+            .iter()
+            // As upstream: with an age limit, only records unused for that long.
+            .filter(|r| {
+                age_limit == 0 || !matches!((r.last_used, cutoff), (Some(u), Some(c)) if u > c)
+            })
+            .map(crate::gc::usage_record)
+            .collect();
+        Ok(Response::new(DiskUsageResponse { record }))
     }
 
     type PruneStream = BoxStream<UsageRecord>;
 
-    async fn prune(&self, _: Request<PruneRequest>) -> Result<Response<Self::PruneStream>, Status> {
-        Err(unimplemented("pruning (buildctl prune)"))
+    async fn prune(
+        &self,
+        request: Request<PruneRequest>,
+    ) -> Result<Response<Self::PruneStream>, Status> {
+        let opts = crate::gc::prune_options(&request.into_inner())?;
+        let cache = self.ops.cache.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<UsageRecord, Status>>(64);
+        tokio::task::spawn_blocking(move || {
+            let result = cache.prune(&opts, &mut |r| {
+                let _ = tx.blocking_send(Ok(crate::gc::usage_record(r)));
+            });
+            if let Err(e) = result {
+                let _ = tx.blocking_send(Err(Status::internal(format!("prune: {e}"))));
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn solve(
@@ -121,10 +159,10 @@ impl Control for Controller {
         // Registry credentials and secrets come from this build's own session.
         let job_session = crate::jobsession::JobSession::new(&self.sessions, &req.session);
         let result = async {
-            // An LLB build has no image config: the image exporters make a default one.
-            let mut source = exporter::ImageSource::default();
-            let mut loaded = match given {
-                Some(l) => l,
+            // What to build: the given LLB (no image config: the image exporters make a
+            // default one), or the frontend's build of each target platform.
+            let (builds, multi_platform) = match given {
+                Some(l) => (vec![(l, None, exporter::ImageSource::default())], false),
                 None => {
                     let frontend = self
                         .dockerfile_frontend(
@@ -135,35 +173,66 @@ impl Control for Controller {
                             &cancel,
                         )
                         .await?;
-                    source =
-                        crate::export::image_source(frontend.image_config, &req.frontend_attrs);
-                    frontend.definition
+                    let multi = frontend.multi_platform;
+                    crate::export::check_result(&req.exporters, multi)?;
+                    let builds = frontend
+                        .builds
+                        .into_iter()
+                        .map(|b| {
+                            let source = crate::export::image_source(
+                                b.image_config,
+                                &req.frontend_attrs,
+                                multi.then_some(&b.platform),
+                            );
+                            (b.definition, Some(b.platform), source)
+                        })
+                        .collect();
+                    (builds, multi)
                 }
             };
-            check_entitlements(&loaded, &req.entitlements, &self.entitlements)?;
-            // Local sources without a session of their own come from this build's session.
-            crate::frontend::attach_session(&mut loaded, &req.session);
-            let graph = ops::build_graph_for(&loaded, &self.ops, job_session.for_ops())
-                .map_err(|e| Status::invalid_argument(format!("invalid definition: {e}")))?;
-            let r = self
-                .solver
-                .solve(graph, false, progress.clone(), cancel.clone())
-                .await
-                .map_err(|e| solve_status(&e))?;
+            // The platforms are solved side by side; the solver runs what they share once.
+            let solves = builds.into_iter().map(|(mut loaded, platform, source)| {
+                let (progress, cancel, job_session, req) = (&progress, &cancel, &job_session, &req);
+                async move {
+                    check_entitlements(&loaded, &req.entitlements, &self.entitlements)?;
+                    // Local sources without a session of their own come from this build's
+                    // session.
+                    crate::frontend::attach_session(&mut loaded, &req.session);
+                    let graph = ops::build_graph_for(&loaded, &self.ops, job_session.for_ops())
+                        .map_err(|e| {
+                            Status::invalid_argument(format!("invalid definition: {e}"))
+                        })?;
+                    let result = self
+                        .solver
+                        .solve(graph, false, progress.clone(), cancel.clone())
+                        .await
+                        .map_err(|e| solve_status(&e))?;
+                    Ok::<_, Status>(crate::export::PlatformResult {
+                        platform,
+                        result,
+                        source,
+                    })
+                }
+            });
+            let result = crate::export::BuildResult {
+                parts: futures::future::try_join_all(solves).await?,
+                multi_platform,
+            };
             let export = crate::export::Export {
                 ops: &self.ops,
                 sessions: &self.sessions,
                 session: &req.session,
                 job: &job_session,
                 progress: &progress,
-                source,
             };
-            crate::export::export(&export, &req.exporters, &r).await
+            crate::export::export(&export, &req.exporters, &result).await
         }
         .await;
         drop(progress);
         let _ = forward.await;
         self.jobs.finish(&req.r#ref);
+        // The build's results are released: a good moment to collect garbage.
+        self.gc.trigger();
         Ok(Response::new(SolveResponse {
             exporter_response: result?,
         }))
@@ -226,7 +295,21 @@ impl Control for Controller {
                     variant: host.variant.clone(),
                     ..proto::pb::Platform::default()
                 }],
-                gc_policy: Vec::new(),
+                gc_policy: self
+                    .gc
+                    .policies()
+                    .iter()
+                    .map(|p| proto::types::GcPolicy {
+                        all: p.all,
+                        keep_duration: p
+                            .keep_duration
+                            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
+                        reserved_space: i64::try_from(p.reserved_space).unwrap_or(i64::MAX),
+                        filters: p.filters.clone(),
+                        max_used_space: i64::try_from(p.max_used_space).unwrap_or(i64::MAX),
+                        min_free_space: i64::try_from(p.min_free_space).unwrap_or(i64::MAX),
+                    })
+                    .collect(),
                 buildkit_version: Some(version()),
                 cdi_devices: Vec::new(),
             }],

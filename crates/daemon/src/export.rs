@@ -2,13 +2,18 @@
 //! to the client over its session; `image` (an image in the content store, pushed when
 //! asked), and `oci` and `docker` (image tarballs streamed to the client), made by the
 //! `exporter` crate.
+//!
+//! A multi-platform result (a result per platform) becomes an image index (an OCI index,
+//! or a Docker manifest list) listing an image per platform; `local` and `tar` send a
+//! directory per platform, or the platforms merged with `platform-split=false` (see
+//! [`crate::stage`]). The `docker` exporter refuses it, as upstream's does.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use exporter::{ExportOptions, Format, ImageSource, Kind};
+use exporter::{ExportOptions, Exported, Format, ImageSource, Kind};
 use ops::{OpsContext, Ref};
 use proto::control::Exporter;
 use solver::Progress;
@@ -30,7 +35,9 @@ fn sends_to_client(ty: &str) -> bool {
 pub(crate) fn check(exporters: &[Exporter], session: &str) -> Result<(), Status> {
     for e in exporters {
         match e.r#type.as_str() {
-            "local" | "tar" => {}
+            "local" | "tar" => {
+                crate::stage::platform_split(&e.r#type, &e.attrs)?;
+            }
             t => match Kind::from_type(t) {
                 Some(kind) => {
                     ExportOptions::parse(kind, &e.attrs)
@@ -49,12 +56,32 @@ pub(crate) fn check(exporters: &[Exporter], session: &str) -> Result<(), Status>
     Ok(())
 }
 
-/// What the image exporters take from the frontend: its image config, the platform the
-/// config names, and `SOURCE_DATE_EPOCH` from the build arguments (upstream's Dockerfile
-/// frontend passes it on the same way).
+/// Checks the exporters against what the frontend builds, before it is built: the
+/// `docker` exporter cannot hold a multi-platform result.
+pub(crate) fn check_result(exporters: &[Exporter], multi_platform: bool) -> Result<(), Status> {
+    if !multi_platform {
+        return Ok(());
+    }
+    if exporters.iter().any(|e| e.r#type == Kind::Docker.as_str()) {
+        return Err(docker_refusal());
+    }
+    Ok(())
+}
+
+/// The `docker` exporter's answer to a multi-platform result.
+fn docker_refusal() -> Status {
+    let err = exporter::Error::Unsupported(exporter::DOCKER_NO_INDEX.into());
+    exporter_status(Kind::Docker, &err)
+}
+
+/// What the image exporters take from the frontend for one platform: its image config,
+/// its platform (`platform`, the target platform of a multi-platform build; else the one
+/// the config names), and `SOURCE_DATE_EPOCH` from the build arguments (upstream's
+/// Dockerfile frontend passes it on the same way).
 pub(crate) fn image_source(
     config: Vec<u8>,
     frontend_attrs: &BTreeMap<String, String>,
+    platform: Option<&llb::Platform>,
 ) -> ImageSource {
     #[derive(serde::Deserialize)]
     struct Platform {
@@ -65,10 +92,13 @@ pub(crate) fn image_source(
         #[serde(default)]
         variant: String,
     }
-    let platform = serde_json::from_slice::<Platform>(&config)
-        .ok()
-        .filter(|p| !p.os.is_empty() && !p.architecture.is_empty())
-        .map(|p| llb::Platform::new(&p.os, &p.architecture, &p.variant));
+    let platform = match platform {
+        Some(p) => Some(p.clone()),
+        None => serde_json::from_slice::<Platform>(&config)
+            .ok()
+            .filter(|p| !p.os.is_empty() && !p.architecture.is_empty())
+            .map(|p| llb::Platform::new(&p.os, &p.architecture, &p.variant)),
+    };
     let epoch = frontend_attrs
         .get("build-arg:SOURCE_DATE_EPOCH")
         .and_then(|v| v.parse().ok());
@@ -77,6 +107,23 @@ pub(crate) fn image_source(
         platform,
         epoch,
     }
+}
+
+/// The result of one platform's build.
+pub(crate) struct PlatformResult {
+    /// The target platform; `None` for an LLB build, which names none.
+    pub(crate) platform: Option<llb::Platform>,
+    pub(crate) result: Ref,
+    /// The frontend's image config and platform, the build's `SOURCE_DATE_EPOCH`.
+    pub(crate) source: ImageSource,
+}
+
+/// What a Solve built: a result per platform, in the order the platforms were asked for.
+pub(crate) struct BuildResult {
+    pub(crate) parts: Vec<PlatformResult>,
+    /// A multi-platform result, even if of one platform (upstream's result with a ref per
+    /// platform): exported as an index, or a directory per platform.
+    pub(crate) multi_platform: bool,
 }
 
 /// What the exporters of one Solve work with.
@@ -88,8 +135,6 @@ pub(crate) struct Export<'a> {
     /// Registry credentials for pushes.
     pub(crate) job: &'a JobSession,
     pub(crate) progress: &'a Progress,
-    /// The frontend's image config and platform, the build's `SOURCE_DATE_EPOCH`.
-    pub(crate) source: ImageSource,
 }
 
 /// Sends `result` to every exporter, in order (exporter `i` is the client's target `i`);
@@ -97,7 +142,7 @@ pub(crate) struct Export<'a> {
 pub(crate) async fn export(
     x: &Export<'_>,
     exporters: &[Exporter],
-    result: &Ref,
+    result: &BuildResult,
 ) -> Result<BTreeMap<String, String>, Status> {
     let mut response = BTreeMap::new();
     let mut caller: Option<session::Caller> = None;
@@ -112,7 +157,19 @@ pub(crate) async fn export(
             );
         }
         match (e.r#type.as_str(), &caller) {
-            ("local" | "tar", Some(caller)) => send_files(x.ops, caller, id, e, result).await?,
+            ("local" | "tar", Some(caller)) => {
+                let step = Step::start(
+                    x.progress,
+                    if e.r#type == "local" {
+                        "exporting to client directory"
+                    } else {
+                        "exporting to client tarball"
+                    },
+                );
+                let sent = send_files(x.ops, caller, id, e, result, &step).await;
+                step.finish(sent.as_ref().err().map(|s| s.message().to_string()));
+                sent?
+            }
             (t, caller) => match Kind::from_type(t) {
                 Some(kind) => {
                     let r = export_image(x, caller.as_ref(), id, kind, &e.attrs, result).await?;
@@ -131,17 +188,38 @@ async fn send_files(
     caller: &session::Caller,
     id: u64,
     e: &Exporter,
-    result: &Ref,
+    result: &BuildResult,
+    step: &Step<'_>,
 ) -> Result<(), Status> {
-    let (ctx, r) = (ops.clone(), result.clone());
-    let view = tokio::task::spawn_blocking(move || ops::mount_view(&ctx, &r))
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(|err| Status::internal(format!("exporter {}: {}", e.r#type, err.message)))?;
+    let split = crate::stage::platform_split(&e.r#type, &e.attrs)?;
+    let (ctx, ty, multi) = (ops.clone(), e.r#type.clone(), result.multi_platform);
+    let parts: Vec<_> = result
+        .parts
+        .iter()
+        .map(|p| (p.platform.clone(), p.result.clone()))
+        .collect();
+    let view =
+        tokio::task::spawn_blocking(move || crate::stage::stage(&ctx, &ty, parts, multi, split))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
     if e.r#type == "local" {
-        session::filesend::copy_to_caller(caller, id, view.path())
+        // The client asks only for the files it lacks: "copying files" counts what
+        // went over (STATs and the data asked for), as upstream shows it.
+        let started = SystemTime::now();
+        let sent = session::filesend::copy_to_caller(caller, id, view.path())
             .await
             .map_err(|err| Status::unknown(format!("exporter local: {err}")))?;
+        tracing::debug!(?sent, "local export sent");
+        let bytes = i64::try_from(sent.wire_bytes).unwrap_or(i64::MAX);
+        step.progress.status(
+            &step.digest,
+            "copying files",
+            "copying files",
+            bytes,
+            0,
+            started,
+            Some(SystemTime::now()),
+        );
         return Ok(());
     }
     let dir = view.path().to_path_buf();
@@ -233,7 +311,7 @@ async fn export_image(
     id: u64,
     kind: Kind,
     attrs: &BTreeMap<String, String>,
-    result: &Ref,
+    result: &BuildResult,
 ) -> Result<BTreeMap<String, String>, Status> {
     let opts = ExportOptions::parse(kind, attrs).map_err(|e| exporter_status(kind, &e))?;
     let step = Step::start(x.progress, kind.step_name());
@@ -248,15 +326,20 @@ async fn export_image_steps(
     caller: Option<&session::Caller>,
     id: u64,
     opts: &ExportOptions,
-    result: &Ref,
+    result: &BuildResult,
 ) -> Result<BTreeMap<String, String>, Status> {
     let kind = opts.kind;
     let fail = |e: exporter::Error| exporter_status(kind, &e);
+    if result.multi_platform && kind == Kind::Docker {
+        return Err(docker_refusal());
+    }
     let worker = x.ops.worker.clone();
+    // One SOURCE_DATE_EPOCH for the whole build.
+    let build_epoch = result.parts.first().and_then(|p| p.source.epoch);
 
     let layer_opts = exporter::LayerOptions {
         compression: opts.compression,
-        rewrite_epoch: opts.rewrite_epoch(x.source.epoch),
+        rewrite_epoch: opts.rewrite_epoch(build_epoch),
     };
     // Upstream rewrites the layers in a step of its own; here they are made rewritten,
     // so the one step says so.
@@ -268,9 +351,16 @@ async fn export_image_steps(
     };
     let t = SystemTime::now();
     step.task(&task, t, false);
-    let (w, key) = (worker.clone(), result.key().map(String::from));
+    let keys: Vec<Option<String>> = result
+        .parts
+        .iter()
+        .map(|p| p.result.key().map(String::from))
+        .collect();
+    let w = worker.clone();
     let layers = tokio::task::spawn_blocking(move || {
-        exporter::export_layers(&w, key.as_deref(), &layer_opts)
+        keys.iter()
+            .map(|key| exporter::export_layers(&w, key.as_deref(), &layer_opts))
+            .collect::<Result<Vec<_>, _>>()
     })
     .await
     .map_err(internal)?
@@ -278,41 +368,57 @@ async fn export_image_steps(
     step.task(&task, t, true);
 
     let now = SystemTime::now();
-    let (store, source, o) = (worker.content.clone(), x.source.clone(), opts.clone());
-    let mut image = tokio::task::spawn_blocking(move || {
-        exporter::commit(
-            &store,
-            &layers,
-            &source,
-            &o,
-            exporter::time::Timestamp::from_system(now),
-        )
+    let timestamp = exporter::time::Timestamp::from_system(now);
+    let store = worker.content.clone();
+    let o = opts.clone();
+    let parts: Vec<(Vec<exporter::Layer>, ImageSource)> = layers
+        .into_iter()
+        .zip(result.parts.iter().map(|p| p.source.clone()))
+        .collect();
+    let multi = result.multi_platform;
+    let mut exported = tokio::task::spawn_blocking(move || {
+        if multi {
+            exporter::commit_index(&store, &parts, &o, timestamp)
+                .map(|i| Exported::Index(Box::new(i)))
+        } else {
+            let (layers, source) = parts
+                .first()
+                .ok_or_else(|| exporter::Error::Invalid("the build has no result".into()))?;
+            exporter::commit(&store, layers, source, &o, timestamp)
+                .map(|i| Exported::Image(Box::new(i)))
+        }
     })
     .await
     .map_err(internal)?
     .map_err(fail)?;
     let t = SystemTime::now();
-    step.task(
-        &format!("exporting manifest {}", image.manifest.digest),
-        t,
-        true,
-    );
-    step.task(
-        &format!("exporting config {}", image.config.digest),
-        t,
-        true,
-    );
+    for image in exported.images() {
+        step.task(
+            &format!("exporting manifest {}", image.manifest.digest),
+            t,
+            true,
+        );
+        step.task(
+            &format!("exporting config {}", image.config.digest),
+            t,
+            true,
+        );
+    }
+    let root_digest = exported.root().digest;
+    if let Exported::Index(_) = &exported {
+        step.task(&format!("exporting manifest list {root_digest}"), t, true);
+    }
 
     if kind == Kind::Image {
-        let names = exporter::image_names(opts, &image.manifest.digest);
-        let response = exporter::response(&image, &names);
+        let names = exporter::image_names(opts, &root_digest);
+        let response = exporter::response(&exported, &names);
         if opts.push {
             for name in names.split(',').filter(|n| !n.is_empty()) {
                 let t = SystemTime::now();
                 step.task("pushing layers", t, false);
                 exporter::push(
                     &worker,
-                    &image,
+                    &exported,
                     name,
                     opts.push_by_digest,
                     opts.insecure,
@@ -322,7 +428,7 @@ async fn export_image_steps(
                 .map_err(fail)?;
                 step.task("pushing layers", t, true);
                 step.task(
-                    &format!("pushing manifest for {name}@{}", image.manifest.digest),
+                    &format!("pushing manifest for {name}@{root_digest}"),
                     SystemTime::now(),
                     true,
                 );
@@ -332,17 +438,17 @@ async fn export_image_steps(
     }
 
     // The tarballs say when they were made, as upstream's do.
-    let created = match opts.epoch(x.source.epoch) {
+    let created = match opts.epoch(build_epoch) {
         Some(secs) => exporter::time::Timestamp::from_secs(secs),
         None => exporter::time::Timestamp::from_system(now),
     };
-    image
-        .manifest
+    exported
+        .root_mut()
         .annotations
         .entry(exporter::ANNOTATION_CREATED.into())
         .or_insert_with(|| created.to_rfc3339_secs());
     let names = exporter::normalized_names(&opts.name).map_err(fail)?;
-    let response = exporter::response(&image, &names.join(","));
+    let response = exporter::response(&exported, &names.join(","));
     let Some(caller) = caller else {
         return Err(internal("no client session for a tarball"));
     };
@@ -353,9 +459,17 @@ async fn export_image_steps(
     };
     let t = SystemTime::now();
     step.task("sending tarball", t, false);
-    send_tarball(&worker.content, caller, id, &response, image, names, format)
-        .await
-        .map_err(|e| Status::unknown(format!("exporter {}: {}", kind.as_str(), e.message())))?;
+    send_tarball(
+        &worker.content,
+        caller,
+        id,
+        &response,
+        exported,
+        names,
+        format,
+    )
+    .await
+    .map_err(|e| Status::unknown(format!("exporter {}: {}", kind.as_str(), e.message())))?;
     step.task("sending tarball", t, true);
     Ok(response)
 }
@@ -397,13 +511,14 @@ impl Write for ChunkWriter {
     }
 }
 
-/// Streams the tarball of `image` to the client's target `id`, while it is written.
+/// Streams the tarball of what an export made to the client's target `id`, while it is
+/// written.
 async fn send_tarball(
     store: &content::ContentStore,
     caller: &session::Caller,
     id: u64,
     response: &BTreeMap<String, String>,
-    image: exporter::Image,
+    exported: Exported,
     names: Vec<String>,
     format: Format,
 ) -> Result<(), Status> {
@@ -417,7 +532,7 @@ async fn send_tarball(
             tx,
             buf: Vec::with_capacity(TARBALL_CHUNK),
         };
-        let mut out = exporter::write_tarball(&store, &image, &names, format, out)?;
+        let mut out = exporter::write_tarball(&store, &exported, &names, format, out)?;
         out.flush().map_err(|source| exporter::Error::Write {
             entry: "the end of the tarball".into(),
             source,

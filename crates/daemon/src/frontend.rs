@@ -3,15 +3,23 @@
 //! solver then builds.
 //!
 //! Frontend options (`--opt`), as upstream names them: `filename` (default `Dockerfile`),
-//! `target`, `build-arg:NAME`, `platform` (one), `no-cache`, `contextkey` and
-//! `dockerfilekey` (the local names of the context and the Dockerfile's directory,
-//! default `context` and `dockerfile`). Other options are ignored, as upstream ignores
-//! options it does not know.
+//! `target`, `build-arg:NAME`, `platform` (comma-separated: one build per platform),
+//! `multi-platform` (or `build-arg:BUILDKIT_MULTI_PLATFORM`: a multi-platform result even
+//! for one platform), `no-cache`, `contextkey` and `dockerfilekey` (the local names of the
+//! context and the Dockerfile's directory, default `context` and `dockerfile`). Other
+//! options are ignored, as upstream ignores options it does not know.
+//!
+//! A multi-platform build converts the Dockerfile once per target platform (each with its
+//! own `TARGETPLATFORM`, `TARGETARCH`, ... and base images resolved for it) into one LLB
+//! definition per platform; the daemon solves them side by side and the exporters make
+//! an image index, or one directory per platform, of the results.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
 
-use dockerfile::convert::{ConvertOptions, Converter, NamedContext, NoCache, ResolvedImage};
+use dockerfile::convert::{
+    ConvertOptions, Converter, ImageRequest, NamedContext, NoCache, ResolvedImage,
+};
 use llb::{LoadedDefinition, MarshalOptions, OpOptions, Platform};
 use ops::Ref;
 use solver::Progress;
@@ -24,11 +32,71 @@ use crate::jobsession::JobSession;
 
 pub(crate) const DOCKERFILE_FRONTEND: &str = "dockerfile.v0";
 
-/// The frontend's result: the build's LLB and the image config of the target stage.
-pub(crate) struct Frontend {
+/// The build of one target platform: its LLB and the image config of the target stage.
+pub(crate) struct PlatformBuild {
+    /// The target platform, normalized.
+    pub(crate) platform: Platform,
     pub(crate) definition: LoadedDefinition,
     /// The image config of the target; the image exporters write it.
     pub(crate) image_config: Vec<u8>,
+}
+
+/// The frontend's result: a build per target platform, in the order asked for.
+pub(crate) struct Frontend {
+    pub(crate) builds: Vec<PlatformBuild>,
+    /// Whether the result is multi-platform (several platforms, or `multi-platform=true`):
+    /// the image exporters then make an index, the local and tar exporters a directory
+    /// per platform.
+    pub(crate) multi_platform: bool,
+}
+
+/// Go's `strconv.ParseBool`.
+fn parse_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// The target platforms of `--opt platform=a,b` (normalized, duplicates dropped, the host's
+/// when not given), and whether the result is multi-platform (`--opt multi-platform`, or
+/// `build-arg:BUILDKIT_MULTI_PLATFORM`, may ask for one with a single platform).
+fn target_platforms(attrs: &BTreeMap<String, String>) -> Result<(Vec<Platform>, bool), Status> {
+    let mut platforms: Vec<Platform> = Vec::new();
+    match attrs.get("platform").map(String::as_str) {
+        None | Some("") => platforms.push(Platform::host()),
+        Some(list) => {
+            for spec in list.split(',').map(str::trim) {
+                let p = Platform::parse(spec)
+                    .map_err(|e| {
+                        invalid(format!(
+                            "--opt platform={list}: failed to parse target platform {spec:?}: {e}"
+                        ))
+                    })?
+                    .normalized();
+                if !platforms.contains(&p) {
+                    platforms.push(p);
+                }
+            }
+        }
+    }
+    let mut multi = platforms.len() > 1;
+    let flag = attrs
+        .get("build-arg:BUILDKIT_MULTI_PLATFORM")
+        .filter(|v| !v.is_empty())
+        .or_else(|| attrs.get("multi-platform").filter(|v| !v.is_empty()));
+    if let Some(v) = flag {
+        let b = parse_bool(v)
+            .ok_or_else(|| invalid(format!("invalid boolean value for multi-platform: {v}")))?;
+        if !b && multi {
+            return Err(invalid(
+                "conflicting config: returning multiple target platforms is not allowed",
+            ));
+        }
+        multi = b;
+    }
+    Ok((platforms, multi))
 }
 
 fn invalid(msg: impl Into<String>) -> Status {
@@ -125,17 +193,7 @@ impl Controller {
             .get("contextkey")
             .cloned()
             .unwrap_or_else(|| "context".into());
-        let target_platform = match attrs.get("platform").map(String::as_str) {
-            None | Some("") => Platform::host(),
-            Some(p) if p.contains(',') => {
-                return Err(Status::unimplemented(format!(
-                    "platform {p}: multi-platform builds are not supported yet"
-                )));
-            }
-            Some(p) => Platform::parse(p)
-                .map_err(|e| invalid(format!("--opt platform={p}: {e}")))?
-                .normalized(),
-        };
+        let (platforms, multi_platform) = target_platforms(attrs)?;
 
         // The Dockerfile, and a Dockerfile-specific ignore file next to it.
         let own_ignore = format!("{filename}.dockerignore");
@@ -187,68 +245,90 @@ impl Controller {
                     .map(|k| (k.to_string(), v.clone()))
             })
             .collect();
-        let conv = Converter::new(
-            &df,
-            ConvertOptions {
-                file_name: filename.clone(),
-                target: attrs.get("target").filter(|t| !t.is_empty()).cloned(),
-                build_args,
-                target_platform: target_platform.clone(),
-                build_platform: Platform::host(),
-                context_name: context_local,
-                context_excludes: excludes,
-                no_cache: match attrs.get("no-cache").map(String::as_str) {
-                    None => NoCache::None,
-                    Some("") => NoCache::All,
-                    Some(list) => {
-                        NoCache::Stages(list.split(',').map(|s| s.trim().to_string()).collect())
-                    }
-                },
-                labels: attrs
-                    .iter()
-                    .filter_map(|(k, v)| {
-                        k.strip_prefix("label:").map(|k| (k.to_string(), v.clone()))
-                    })
-                    .collect(),
-                extra_hosts: parse_extra_hosts(attrs.get("add-hosts").map_or("", String::as_str))?,
-                shm_size: match attrs.get("shm-size").map(String::as_str) {
-                    None | Some("") => 0,
-                    Some(v) => v.parse().map_err(|_| {
-                        invalid(format!("--opt shm-size={v}: expected a size in bytes"))
-                    })?,
-                },
-                network: match attrs.get("force-network-mode").map(String::as_str) {
-                    None | Some("") | Some("sandbox") | Some("default") => None,
-                    Some("none") => Some(llb::NetMode::None),
-                    Some("host") => Some(llb::NetMode::Host),
-                    Some(v) => {
-                        return Err(invalid(format!(
-                            "--opt force-network-mode={v}: expected none, host or sandbox"
-                        )));
-                    }
-                },
-                hostname: attrs
-                    .get("build-arg:BUILDKIT_SANDBOX_HOSTNAME")
-                    .or_else(|| attrs.get("hostname"))
-                    .filter(|h| !h.is_empty())
-                    .cloned(),
-                named_contexts: attrs
-                    .iter()
-                    .filter_map(|(k, v)| k.strip_prefix("context:").map(|k| (k, v)))
-                    .map(|(k, v)| {
-                        NamedContext::parse(v)
-                            .map(|c| (k.to_string(), c))
-                            .map_err(|e| invalid(format!("--opt context:{k}: {e}")))
-                    })
-                    .collect::<Result<_, _>>()?,
+        let options = ConvertOptions {
+            file_name: filename.clone(),
+            target: attrs.get("target").filter(|t| !t.is_empty()).cloned(),
+            build_args,
+            target_platform: Platform::host(),
+            build_platform: Platform::host(),
+            context_name: context_local,
+            context_excludes: excludes,
+            no_cache: match attrs.get("no-cache").map(String::as_str) {
+                None => NoCache::None,
+                Some("") => NoCache::All,
+                Some(list) => {
+                    NoCache::Stages(list.split(',').map(|s| s.trim().to_string()).collect())
+                }
             },
-        )
-        .map_err(|e| invalid(e.to_string()))?;
+            labels: attrs
+                .iter()
+                .filter_map(|(k, v)| k.strip_prefix("label:").map(|k| (k.to_string(), v.clone())))
+                .collect(),
+            extra_hosts: parse_extra_hosts(attrs.get("add-hosts").map_or("", String::as_str))?,
+            shm_size: match attrs.get("shm-size").map(String::as_str) {
+                None | Some("") => 0,
+                Some(v) => v.parse().map_err(|_| {
+                    invalid(format!("--opt shm-size={v}: expected a size in bytes"))
+                })?,
+            },
+            network: match attrs.get("force-network-mode").map(String::as_str) {
+                None | Some("") | Some("sandbox") | Some("default") => None,
+                Some("none") => Some(llb::NetMode::None),
+                Some("host") => Some(llb::NetMode::Host),
+                Some(v) => {
+                    return Err(invalid(format!(
+                        "--opt force-network-mode={v}: expected none, host or sandbox"
+                    )));
+                }
+            },
+            hostname: attrs
+                .get("build-arg:BUILDKIT_SANDBOX_HOSTNAME")
+                .or_else(|| attrs.get("hostname"))
+                .filter(|h| !h.is_empty())
+                .cloned(),
+            named_contexts: attrs
+                .iter()
+                .filter_map(|(k, v)| k.strip_prefix("context:").map(|k| (k, v)))
+                .map(|(k, v)| {
+                    NamedContext::parse(v)
+                        .map(|c| (k.to_string(), c))
+                        .map_err(|e| invalid(format!("--opt context:{k}: {e}")))
+                })
+                .collect::<Result<_, _>>()?,
+            prefix_platform: multi_platform,
+        };
+        let convs = platforms
+            .iter()
+            .map(|p| {
+                Converter::new(
+                    &df,
+                    ConvertOptions {
+                        target_platform: p.clone(),
+                        ..options.clone()
+                    },
+                )
+                .map_err(|e| invalid(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
 
-        // Base images: resolved together, each shown as a step.
+        // Base images: those of every platform resolved together, each once and shown as
+        // a step.
+        let mut requests = Vec::new();
+        for conv in &convs {
+            for req in conv.images() {
+                if !requests.contains(&req) {
+                    requests.push(req);
+                }
+            }
+        }
         let file = filename.as_str();
-        let lookups = conv.images().into_iter().map(|req| async move {
-            let name = format!("[internal] load metadata for {}", req.reference);
+        let lookups = requests.into_iter().map(|req| async move {
+            let internal = if multi_platform {
+                format!("[{} internal]", req.platform)
+            } else {
+                "[internal]".to_string()
+            };
+            let name = format!("{internal} load metadata for {}", req.reference);
             let id = llb::digest_of(format!("{name} {}", req.platform).as_bytes());
             let started = SystemTime::now();
             progress.step(&id, &name, started, None, None);
@@ -262,7 +342,7 @@ impl Controller {
             progress.step(&id, &name, started, Some(SystemTime::now()), error);
             res.map(|(digest, config)| {
                 (
-                    req.reference.clone(),
+                    req.clone(),
                     ResolvedImage {
                         digest: digest.to_string(),
                         config,
@@ -271,27 +351,45 @@ impl Controller {
             })
             .map_err(|e| invalid(format!("{file}: base image {}: {e}", req.reference)))
         });
-        let resolved: HashMap<String, ResolvedImage> = futures::future::try_join_all(lookups)
+        let resolved: HashMap<ImageRequest, ResolvedImage> = futures::future::try_join_all(lookups)
             .await?
             .into_iter()
             .collect();
 
-        let out = conv
-            .convert(&resolved)
-            .map_err(|e| invalid(e.to_string()))?;
-        let def = out
-            .state
-            .marshal(&MarshalOptions {
-                platform: Some(target_platform),
-                server_sets_default_path: Some(true),
-                ..MarshalOptions::default()
-            })
-            .map_err(|e| Status::internal(format!("{filename}: LLB: {e}")))?;
-        let definition = LoadedDefinition::load(def)
-            .map_err(|e| Status::internal(format!("{filename}: LLB: {e}")))?;
+        // The platforms share one client context: one transfer, and steps that do not
+        // depend on the platform run once.
+        let local_unique_id = llb::random_id();
+        let mut builds = Vec::with_capacity(convs.len());
+        for (conv, platform) in convs.iter().zip(platforms) {
+            let mine: HashMap<String, ResolvedImage> = conv
+                .images()
+                .into_iter()
+                .filter_map(|req| {
+                    let r = resolved.get(&req)?.clone();
+                    Some((req.reference, r))
+                })
+                .collect();
+            let out = conv.convert(&mine).map_err(|e| invalid(e.to_string()))?;
+            let def = out
+                .state
+                .marshal(&MarshalOptions {
+                    platform: Some(platform.clone()),
+                    server_sets_default_path: Some(true),
+                    local_unique_id: Some(local_unique_id.clone()),
+                    ..MarshalOptions::default()
+                })
+                .map_err(|e| Status::internal(format!("{filename}: LLB: {e}")))?;
+            let definition = LoadedDefinition::load(def)
+                .map_err(|e| Status::internal(format!("{filename}: LLB: {e}")))?;
+            builds.push(PlatformBuild {
+                platform,
+                definition,
+                image_config: out.image.to_json(),
+            });
+        }
         Ok(Frontend {
-            definition,
-            image_config: out.image.to_json(),
+            builds,
+            multi_platform,
         })
     }
 }
@@ -314,7 +412,86 @@ fn parse_extra_hosts(v: &str) -> Result<Vec<(String, std::net::IpAddr)>, Status>
 
 #[cfg(test)]
 mod tests {
-    use super::parse_extra_hosts;
+    use super::{parse_extra_hosts, target_platforms};
+    use std::collections::BTreeMap;
+
+    fn attrs(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn target_platforms_are_normalized_and_deduplicated() {
+        let shown = |kv: &[(&str, &str)]| {
+            let (p, multi) = target_platforms(&attrs(kv)).unwrap();
+            let p: Vec<String> = p.iter().map(ToString::to_string).collect();
+            (p, multi)
+        };
+        let host = llb::Platform::host().to_string();
+        assert_eq!(shown(&[]), (vec![host.clone()], false));
+        assert_eq!(shown(&[("platform", "")]), (vec![host], false));
+        assert_eq!(
+            shown(&[("platform", "linux/arm64")]),
+            (vec!["linux/arm64".to_string()], false)
+        );
+        assert_eq!(
+            shown(&[(
+                "platform",
+                "linux/amd64,linux/aarch64, linux/arm64/v8,linux/arm,Linux/x86_64"
+            )]),
+            (
+                vec![
+                    "linux/amd64".to_string(),
+                    "linux/arm64".into(),
+                    "linux/arm/v7".into()
+                ],
+                true
+            )
+        );
+        // one platform, a multi-platform result all the same
+        assert_eq!(
+            shown(&[("platform", "linux/amd64"), ("multi-platform", "true")]),
+            (vec!["linux/amd64".to_string()], true)
+        );
+        assert_eq!(
+            shown(&[
+                ("platform", "linux/amd64"),
+                ("build-arg:BUILDKIT_MULTI_PLATFORM", "1")
+            ]),
+            (vec!["linux/amd64".to_string()], true)
+        );
+    }
+
+    #[test]
+    fn bad_target_platforms_are_invalid_arguments() {
+        let err = |kv: &[(&str, &str)]| target_platforms(&attrs(kv)).unwrap_err();
+        for bad in [
+            "linux/amd64,",
+            "linux//arm64",
+            "linux/amd64,a/b/c/d",
+            "linux/am d64",
+        ] {
+            let e = err(&[("platform", bad)]);
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad}");
+            assert!(
+                e.message().contains(&format!("--opt platform={bad}")),
+                "{}",
+                e.message()
+            );
+        }
+        let e = err(&[
+            ("platform", "linux/amd64,linux/arm64"),
+            ("multi-platform", "false"),
+        ]);
+        assert!(
+            e.message().contains("conflicting config"),
+            "{}",
+            e.message()
+        );
+        let e = err(&[("multi-platform", "maybe")]);
+        assert!(e.message().contains("multi-platform"), "{}", e.message());
+    }
 
     #[test]
     fn extra_hosts() {

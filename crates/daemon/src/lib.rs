@@ -12,9 +12,11 @@ mod control;
 mod errors;
 mod export;
 mod frontend;
+mod gc;
 mod jobs;
 mod jobsession;
 mod listen;
+mod stage;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -165,14 +167,52 @@ pub async fn open(root: PathBuf, config: &Config) -> Result<Controller, Error> {
         Arc::new(RefStore::new(ops.clone())),
         opts,
     );
+    // What refers to a pruned record goes with it: cache keys and content checksums.
+    let keys = solver::PersistentCache::new(ops.worker.metadata.clone());
+    let hasher = ops.clone();
+    ops.cache.on_remove(Arc::new(move |ids: &[String]| {
+        let set: std::collections::HashSet<String> = ids.iter().cloned().collect();
+        if let Err(e) = keys.remove_results(&set) {
+            tracing::warn!(error = %e, "forgetting the cache keys of pruned records failed");
+        }
+        for id in ids {
+            if let Err(e) = hasher.hasher.forget(id) {
+                tracing::debug!(id, error = %e, "forgetting checksums failed");
+            }
+        }
+    }));
+    let disk_total = ops.cache.disk_space().map(|(total, _)| total);
+    let policies = oci.gc_policies(disk_total).map_err(|reason| ConfigError {
+        path: "buildkitd.toml".into(),
+        reason,
+    })?;
+    let interval = oci
+        .gc_interval
+        .as_ref()
+        .map(|d| d.value("worker.oci.gc-interval"))
+        .transpose()
+        .map_err(|reason| ConfigError {
+            path: "buildkitd.toml".into(),
+            reason,
+        })?
+        .unwrap_or(std::time::Duration::from_secs(60));
+    let gc = gc::Gc::new(
+        ops.cache.clone(),
+        policies,
+        oci.gc.unwrap_or(true),
+        interval,
+    );
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    gc.start(shutdown.clone());
     Ok(Controller {
         ops,
         solver,
         jobs: jobs::Jobs::default(),
         worker_id,
         sessions,
-        shutdown: tokio_util::sync::CancellationToken::new(),
+        shutdown,
         entitlements: config.insecure_entitlements.clone(),
+        gc,
     })
 }
 

@@ -87,6 +87,10 @@ pub struct ConvertOptions {
     pub named_contexts: BTreeMap<String, NamedContext>,
     /// The hostname of every RUN (`--build-arg BUILDKIT_SANDBOX_HOSTNAME=...`).
     pub hostname: Option<String>,
+    /// Step names start with the stage's platform (`[linux/arm64 build 2/3] RUN ...`),
+    /// as upstream names them in a multi-platform build. Names only: the ops are the
+    /// same.
+    pub prefix_platform: bool,
 }
 
 /// Which stages ignore the cache.
@@ -143,6 +147,7 @@ impl Default for ConvertOptions {
             network: None,
             named_contexts: BTreeMap::new(),
             hostname: None,
+            prefix_platform: false,
         }
     }
 }
@@ -316,6 +321,38 @@ fn summarize_heredoc(doc: &str) -> String {
         first + "..."
     } else {
         first
+    }
+}
+
+/// The `->arm64` of a multi-platform step name: the platform the stage's `TARGET*`
+/// variables name when it is not the stage's own (a cross-compiling stage), as upstream
+/// shows it. Empty when the stage declares none of them, or they name its platform.
+fn target_arrow(stage: &Platform, state: &State) -> String {
+    let target = match state.get_env("TARGETPLATFORM").map(Platform::parse) {
+        Some(Ok(p)) => p,
+        _ => {
+            let get = |k: &str| state.get_env(k).map(str::to_string);
+            let (os, arch, variant) = (get("TARGETOS"), get("TARGETARCH"), get("TARGETVARIANT"));
+            if os.is_none() && arch.is_none() && variant.is_none() {
+                return String::new();
+            }
+            let or = |v: Option<String>, d: &str| v.filter(|v| !v.is_empty()).unwrap_or(d.into());
+            Platform::new(
+                &or(os, &stage.os),
+                &or(arch, &stage.architecture),
+                &variant.unwrap_or_default(),
+            )
+        }
+    };
+    if target.os == stage.os && target.architecture != stage.architecture {
+        match target.variant.as_str() {
+            "" => format!("->{}", target.architecture),
+            v => format!("->{}/{v}", target.architecture),
+        }
+    } else if target.os != stage.os {
+        format!("->{target}")
+    } else {
+        String::new()
     }
 }
 
@@ -1027,6 +1064,11 @@ impl Pass<'_> {
         d.index += 1;
         let width = d.total.to_string().len();
         let mut out = String::from("[");
+        if self.conv.opts.prefix_platform {
+            out.push_str(&d.platform.to_string());
+            out.push_str(&target_arrow(&d.platform, &d.state));
+            out.push(' ');
+        }
         if !p.display.is_empty() {
             out.push_str(&p.display);
             out.push(' ');

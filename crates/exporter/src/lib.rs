@@ -13,13 +13,15 @@
 //!   `SOURCE_DATE_EPOCH`);
 //! - **manifests** ([`commit`]): Docker schema 2 or OCI, with annotations, written to the
 //!   content store, and the exporter response the client gets ([`response`]);
+//! - **indexes** ([`commit_index`]): for a multi-platform build, an image per platform
+//!   and an OCI index (or Docker manifest list) listing them with their platforms;
 //! - **exporter attributes** ([`ExportOptions`]), **pushing** ([`push`]) and **tarballs**
 //!   ([`write_tarball`]).
 //!
 //! It does not own sending tarballs to the client (the daemon streams what
 //! [`write_tarball`] writes over the session), registry access (`registry`), diffing
-//! (`archive`, through [`worker::Worker::diff`]) or multi-platform images and attestations,
-//! which are not supported yet.
+//! (`archive`, through [`worker::Worker::diff`]) or attestations, which are not supported
+//! yet.
 #![forbid(unsafe_code)]
 
 pub mod config;
@@ -30,16 +32,17 @@ mod tarball;
 pub mod time;
 
 pub use image::{
-    ANNOTATION_CREATED, Descriptor, Image, ImageSource, Platform, RESPONSE_CONFIG_DIGEST,
-    RESPONSE_DESCRIPTOR, RESPONSE_DIGEST, RESPONSE_NAME, commit, image_names, normalize_name,
-    response,
+    ANNOTATION_CREATED, Descriptor, Exported, Image, ImageIndex, ImageSource, Platform,
+    RESPONSE_CONFIG_DIGEST, RESPONSE_DESCRIPTOR, RESPONSE_DIGEST, RESPONSE_NAME, commit,
+    commit_index, image_names, normalize_name, response,
 };
 pub use layers::{
     LAYER_BLOBS_TABLE, Layer, LayerOptions, Origin, chain, convert_media_type, export_layers,
 };
-pub use options::{Annotations, CompressionConfig, ExportOptions, Kind};
+pub use options::{AnnotationTarget, Annotations, CompressionConfig, ExportOptions, Kind};
 pub use tarball::{
-    ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, Format, normalized_names, write_tarball,
+    ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, DOCKER_NO_INDEX, Format, normalized_names,
+    write_tarball,
 };
 
 use oci::Digest;
@@ -111,11 +114,12 @@ pub(crate) fn go_escape(bytes: Vec<u8>) -> Vec<u8> {
     out.into_bytes()
 }
 
-/// Pushes `image` as `name` (`push-by-digest`: as `name@DIGEST`, without a tag) with the
-/// credentials of `creds` (the build's session), over plain HTTP when `insecure`.
+/// Pushes what an export made (an image, or an index and its images) as `name`
+/// (`push-by-digest`: as `name@DIGEST`, without a tag) with the credentials of `creds`
+/// (the build's session), over plain HTTP when `insecure`.
 pub async fn push(
     worker: &Worker,
-    image: &Image,
+    exported: &Exported,
     name: &str,
     by_digest: bool,
     insecure: bool,
@@ -137,7 +141,7 @@ pub async fn push(
                 "can't push tagged ref {parsed} by digest"
             )));
         }
-        format!("{}@{}", parsed.name(), image.manifest.digest)
+        format!("{}@{}", parsed.name(), exported.root().digest)
     } else {
         parsed.with_default_tag().to_string()
     };
@@ -145,8 +149,8 @@ pub async fn push(
         .registry
         .push_with(
             &target,
-            &image.manifest.digest,
-            &image.manifest.media_type,
+            &exported.root().digest,
+            &exported.root().media_type,
             &worker.content,
             creds,
             insecure,

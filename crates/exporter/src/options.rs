@@ -77,47 +77,104 @@ impl CompressionConfig {
     }
 }
 
-/// Annotations for the single image an export makes.
+/// Where an annotation goes (`annotation-TYPE.KEY`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AnnotationTarget {
+    /// `annotation.KEY`, `annotation-manifest.KEY`: on the image manifest.
+    Manifest,
+    /// `annotation-manifest-descriptor.KEY`: on the manifest's descriptor (in an index).
+    ManifestDescriptor,
+    /// `annotation-index.KEY`: on the image index (multi-platform exports only).
+    Index,
+    /// `annotation-index-descriptor.KEY`: on the index's descriptor (multi-platform
+    /// exports only).
+    IndexDescriptor,
+}
+
+/// The annotations of an export, as `annotation*` attributes give them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Annotations {
     /// `annotation.KEY` and `annotation-manifest.KEY`: on the manifest.
     pub manifest: BTreeMap<String, String>,
     /// `annotation-manifest-descriptor.KEY`: on the manifest's descriptor (in an index).
     pub manifest_descriptor: BTreeMap<String, String>,
-    /// `annotation[PLATFORM].KEY` and the like: `(platform, on the descriptor, key,
-    /// value)`, for the image only when it is of that platform.
-    pub by_platform: Vec<(String, bool, String, String)>,
+    /// `annotation-index.KEY`: on the index of a multi-platform export.
+    pub index: BTreeMap<String, String>,
+    /// `annotation-index-descriptor.KEY`: on the index's descriptor.
+    pub index_descriptor: BTreeMap<String, String>,
+    /// `annotation[PLATFORM].KEY` and the like: `(platform, where, key, value)`, for the
+    /// image of that platform only (index ones go on the index whatever the platform,
+    /// as upstream merges them).
+    pub by_platform: Vec<(String, AnnotationTarget, String, String)>,
 }
 
 impl Annotations {
-    /// The annotations of an image of `platform` (`os/arch[/variant]`, `None` when the
-    /// build does not say): the platform-specific ones must name it, as upstream checks
-    /// that every platform they name is in the result.
-    pub fn for_platform(&self, platform: Option<&str>) -> Result<Annotations, Error> {
-        let mut out = Annotations {
-            manifest: self.manifest.clone(),
-            manifest_descriptor: self.manifest_descriptor.clone(),
-            by_platform: Vec::new(),
-        };
-        for (p, descriptor, k, v) in &self.by_platform {
-            if Some(p.as_str()) != platform {
+    /// Checks that every platform the annotations name is one of `platforms` (the
+    /// result's, `os/arch[/variant]`), as upstream does.
+    pub fn check_platforms(&self, platforms: &[String]) -> Result<(), Error> {
+        for (p, ..) in &self.by_platform {
+            if !platforms.contains(p) {
                 return Err(Error::Option(format!(
                     "invalid annotation: no platform {p} found in source"
                 )));
             }
-            let map = if *descriptor {
-                &mut out.manifest_descriptor
-            } else {
-                &mut out.manifest
+        }
+        Ok(())
+    }
+
+    /// The manifest and manifest-descriptor annotations of the image of `platform`
+    /// (`None` when the build does not say): the common ones, then the ones for it.
+    pub fn manifest_for(&self, platform: Option<&str>) -> Annotations {
+        let mut out = Annotations {
+            manifest: self.manifest.clone(),
+            manifest_descriptor: self.manifest_descriptor.clone(),
+            ..Annotations::default()
+        };
+        for (p, target, k, v) in &self.by_platform {
+            let map = match target {
+                _ if Some(p.as_str()) != platform => continue,
+                AnnotationTarget::Manifest => &mut out.manifest,
+                AnnotationTarget::ManifestDescriptor => &mut out.manifest_descriptor,
+                AnnotationTarget::Index | AnnotationTarget::IndexDescriptor => continue,
             };
             map.insert(k.clone(), v.clone());
         }
-        Ok(out)
+        out
+    }
+
+    /// The index and index-descriptor annotations: the common ones, then those given
+    /// for any platform.
+    pub fn index_annotations(&self) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+        let (mut index, mut descriptor) = (self.index.clone(), self.index_descriptor.clone());
+        for (_, target, k, v) in &self.by_platform {
+            match target {
+                AnnotationTarget::Index => index.insert(k.clone(), v.clone()),
+                AnnotationTarget::IndexDescriptor => descriptor.insert(k.clone(), v.clone()),
+                _ => continue,
+            };
+        }
+        (index, descriptor)
+    }
+
+    /// The annotations of the single image of `platform` (`os/arch[/variant]`, `None`
+    /// when the build does not say): the platform-specific ones must name it, and there
+    /// is no index to annotate, as upstream checks.
+    pub fn for_platform(&self, platform: Option<&str>) -> Result<Annotations, Error> {
+        self.check_platforms(&platform.map(String::from).into_iter().collect::<Vec<_>>())?;
+        let (index, descriptor) = self.index_annotations();
+        if !index.is_empty() || !descriptor.is_empty() {
+            return Err(Error::Option(
+                "index annotations not supported for single platform export".into(),
+            ));
+        }
+        Ok(self.manifest_for(platform))
     }
 
     fn is_empty(&self) -> bool {
         self.manifest.is_empty()
             && self.manifest_descriptor.is_empty()
+            && self.index.is_empty()
+            && self.index_descriptor.is_empty()
             && self.by_platform.is_empty()
     }
 }
@@ -221,14 +278,11 @@ impl ExportOptions {
         let tarball = kind != Kind::Image;
         for (k, v) in attrs {
             if let Some((ty, p, key)) = annotation_key(k) {
-                let descriptor = match ty {
-                    "" | "manifest" => false,
-                    "manifest-descriptor" => true,
-                    "index" | "index-descriptor" => {
-                        return Err(Error::Option(
-                            "index annotations not supported for single platform export".into(),
-                        ));
-                    }
+                let target = match ty {
+                    "" | "manifest" => AnnotationTarget::Manifest,
+                    "manifest-descriptor" => AnnotationTarget::ManifestDescriptor,
+                    "index" => AnnotationTarget::Index,
+                    "index-descriptor" => AnnotationTarget::IndexDescriptor,
                     other => {
                         return Err(Error::Option(format!(
                             "unrecognized annotation type {other}"
@@ -236,18 +290,18 @@ impl ExportOptions {
                     }
                 };
                 let a = &mut o.annotations;
-                match (p, descriptor) {
+                let map = match (p, target) {
                     (Some(p), _) => {
                         a.by_platform
-                            .push((p.into(), descriptor, key.into(), v.clone()));
+                            .push((p.into(), target, key.into(), v.clone()));
+                        continue;
                     }
-                    (None, false) => {
-                        a.manifest.insert(key.into(), v.clone());
-                    }
-                    (None, true) => {
-                        a.manifest_descriptor.insert(key.into(), v.clone());
-                    }
-                }
+                    (None, AnnotationTarget::Manifest) => &mut a.manifest,
+                    (None, AnnotationTarget::ManifestDescriptor) => &mut a.manifest_descriptor,
+                    (None, AnnotationTarget::Index) => &mut a.index,
+                    (None, AnnotationTarget::IndexDescriptor) => &mut a.index_descriptor,
+                };
+                map.insert(key.into(), v.clone());
                 continue;
             }
             match k.as_str() {

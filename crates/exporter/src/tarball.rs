@@ -10,13 +10,17 @@ use content::ContentStore;
 use oci::Digest;
 use serde::Serialize;
 
-use crate::image::{Descriptor, Image, normalize_name};
+use crate::image::{Descriptor, Exported, normalize_name};
 use crate::{Error, Result, go_escape};
 
 /// The annotation containerd names an image by (the full reference).
 pub const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
 /// The OCI annotation naming an image in a layout (the tag).
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// Why the `docker` exporter refuses a multi-platform result, as upstream words it.
+pub const DOCKER_NO_INDEX: &str =
+    "docker exporter does not currently support exporting manifest lists";
 
 /// Which tarball.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,16 +92,25 @@ fn json<T: Serialize>(what: &str, v: &T) -> Result<Vec<u8>> {
         .map_err(|e| Error::Invalid(format!("{what}: {e}")))
 }
 
-/// Writes `image` as a `format` tarball to `out`, named by `names` (fully qualified, see
-/// [`normalized_names`]); returns `out`. Every blob is read from `store` and checked
-/// against its descriptor's size.
+/// Writes what an export made (an image, or the index of a multi-platform export, which
+/// only the OCI format holds) as a `format` tarball to `out`, named by `names` (fully
+/// qualified, see [`normalized_names`]); returns `out`. Every blob is read from `store`
+/// and checked against its descriptor's size.
 pub fn write_tarball<W: Write>(
     store: &ContentStore,
-    image: &Image,
+    exported: &Exported,
     names: &[String],
     format: Format,
     out: W,
 ) -> Result<W> {
+    let image = match (exported, format) {
+        (Exported::Image(image), _) => Some(&**image),
+        (Exported::Index(_), Format::Oci) => None,
+        (Exported::Index(_), Format::Docker) => {
+            return Err(Error::Unsupported(DOCKER_NO_INDEX.into()));
+        }
+    };
+    let root = exported.root();
     let mut entries: BTreeMap<String, Body> = BTreeMap::new();
     entries.insert("blobs/".into(), Body::Dir);
     entries.insert("blobs/sha256/".into(), Body::Dir);
@@ -105,21 +118,18 @@ pub fn write_tarball<W: Write>(
         "oci-layout".into(),
         Body::Bytes(br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
     );
-    for d in std::iter::once(&image.manifest)
-        .chain(std::iter::once(&image.config))
-        .chain(&image.layers)
-    {
+    for d in exported.blobs() {
         entries.insert(blob_path(&d.digest), Body::Blob(d.digest, d.size));
     }
 
     let mut manifests = Vec::new();
     let mut tags = Vec::new();
     if names.is_empty() {
-        manifests.push(image.manifest.clone());
+        manifests.push(root.clone());
     }
     for name in names {
         let r = normalize_name(name)?;
-        let mut d = image.manifest.clone();
+        let mut d = root.clone();
         d.annotations
             .insert(ANNOTATION_IMAGE_NAME.into(), name.clone());
         d.annotations
@@ -136,7 +146,7 @@ pub fn write_tarball<W: Write>(
         "index.json".into(),
         Body::Bytes(json("index.json", &index)?),
     );
-    if format == Format::Docker {
+    if let (Some(image), Format::Docker) = (image, format) {
         let m = [DockerManifest {
             config: blob_path(&image.config.digest),
             repo_tags: (!tags.is_empty()).then_some(tags),
@@ -196,7 +206,7 @@ pub fn write_tarball<W: Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::Descriptor;
+    use crate::image::{Descriptor, Image, ImageIndex};
     use oci::media;
     use std::sync::Arc;
 
@@ -239,7 +249,8 @@ mod tests {
         let img = image(&store);
         let names = normalized_names("x:1,quay.io/a/b").unwrap();
         assert_eq!(names, ["docker.io/library/x:1", "quay.io/a/b:latest"]);
-        let out = write_tarball(&store, &img, &names, Format::Docker, Vec::new()).unwrap();
+        let exported = Exported::Image(Box::new(img.clone()));
+        let out = write_tarball(&store, &exported, &names, Format::Docker, Vec::new()).unwrap();
         let e = entries(&out);
         let list: Vec<&str> = e.iter().map(|(n, _)| n.as_str()).collect();
         let hex = |d: &Digest| format!("blobs/sha256/{}", d.hex());
@@ -280,7 +291,14 @@ mod tests {
         let store =
             ContentStore::open(dir.path(), Arc::new(metadata::MemStore::default())).unwrap();
         let img = image(&store);
-        let out = write_tarball(&store, &img, &[], Format::Oci, Vec::new()).unwrap();
+        let out = write_tarball(
+            &store,
+            &Exported::Image(Box::new(img.clone())),
+            &[],
+            Format::Oci,
+            Vec::new(),
+        )
+        .unwrap();
         let e = entries(&out);
         assert!(!e.iter().any(|(n, _)| n == "manifest.json"));
         let index: serde_json::Value =
@@ -289,7 +307,66 @@ mod tests {
 
         let mut broken = img.clone();
         broken.layers[0].digest = Digest::of(b"absent");
-        let err = write_tarball(&store, &broken, &[], Format::Oci, Vec::new()).unwrap_err();
+        let err = write_tarball(
+            &store,
+            &Exported::Image(Box::new(broken)),
+            &[],
+            Format::Oci,
+            Vec::new(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("not found"), "{err}");
+    }
+
+    #[test]
+    fn oci_tarball_of_an_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            ContentStore::open(dir.path(), Arc::new(metadata::MemStore::default())).unwrap();
+        let img = image(&store);
+        let mut other = img.clone();
+        let config = br#"{"os":"linux","architecture":"arm64"}"#;
+        other.config = Descriptor::of(media::OCI_CONFIG, config);
+        store.put(config).unwrap();
+        let manifest = br#"{"m":2}"#;
+        other.manifest = Descriptor::of(media::OCI_MANIFEST, manifest);
+        store.put(manifest).unwrap();
+        let index_bytes = br#"{"i":1}"#;
+        store.put(index_bytes).unwrap();
+        let index = Exported::Index(Box::new(ImageIndex {
+            descriptor: Descriptor::of(media::OCI_INDEX, index_bytes),
+            manifests: vec![img.clone(), other.clone()],
+        }));
+        let names = normalized_names("x:1").unwrap();
+        let out = write_tarball(&store, &index, &names, Format::Oci, Vec::new()).unwrap();
+        let e = entries(&out);
+        let hex = |d: &Digest| format!("blobs/sha256/{}", d.hex());
+        for d in [
+            &index.root().digest,
+            &img.manifest.digest,
+            &img.config.digest,
+            &img.layers[0].digest,
+            &other.manifest.digest,
+            &other.config.digest,
+        ] {
+            assert!(e.iter().any(|(n, _)| *n == hex(d)), "{d} missing");
+        }
+        // the shared layer once
+        assert_eq!(
+            e.iter()
+                .filter(|(n, _)| n.starts_with("blobs/sha256/") && n.len() > 13)
+                .count(),
+            6
+        );
+        let idx: serde_json::Value =
+            serde_json::from_slice(&e.iter().find(|(n, _)| n == "index.json").unwrap().1).unwrap();
+        let m = idx["manifests"].as_array().unwrap();
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0]["mediaType"], media::OCI_INDEX);
+        assert_eq!(m[0]["digest"], index.root().digest.to_string());
+        assert_eq!(m[0]["annotations"][ANNOTATION_REF_NAME], "1");
+
+        let err = write_tarball(&store, &index, &names, Format::Docker, Vec::new()).unwrap_err();
+        assert_eq!(err.to_string(), DOCKER_NO_INDEX);
     }
 }

@@ -26,10 +26,12 @@ struct IdState {
     lock: Arc<AsyncMutex<()>>,
 }
 
-/// The cache mount directories under one root.
+/// The cache mount directories under one root (each instance a cache record, held
+/// while in use).
 #[derive(Debug)]
 pub struct CacheMounts {
     root: PathBuf,
+    cache: Arc<cache::CacheManager>,
     state: Arc<Mutex<HashMap<String, IdState>>>,
 }
 
@@ -51,6 +53,7 @@ pub struct CacheMountGuard {
     instance: usize,
     state: Arc<Mutex<HashMap<String, IdState>>>,
     _lock: Option<OwnedMutexGuard<()>>,
+    _hold: cache::Hold,
 }
 
 impl Drop for CacheMountGuard {
@@ -65,9 +68,11 @@ impl Drop for CacheMountGuard {
 }
 
 impl CacheMounts {
-    pub fn new(root: PathBuf) -> CacheMounts {
+    /// The cache mounts of `cache`'s worker.
+    pub fn new(cache: Arc<cache::CacheManager>) -> CacheMounts {
         CacheMounts {
-            root,
+            root: cache.cache_mounts_root().to_path_buf(),
+            cache,
             state: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -76,6 +81,10 @@ impl CacheMounts {
         self.root
             .join(Digest::of(id.as_bytes()).hex())
             .join(instance.to_string())
+    }
+
+    fn record_id(id: &str, instance: usize) -> String {
+        cache::CacheManager::cache_mount_id(&Digest::of(id.as_bytes()).hex(), instance)
     }
 
     /// Takes the cache directory for `id` as `sharing` says, waiting for a locked one.
@@ -108,6 +117,14 @@ impl CacheMounts {
             s.users[i] += 1;
             i
         };
+        // A prune moving the directory aside holds it off only for a moment.
+        let record = Self::record_id(id, instance);
+        let hold = loop {
+            match self.cache.hold(&record) {
+                Some(h) => break h,
+                None => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            }
+        };
         let path = self.dir(id, instance);
         let fresh = !path.exists();
         let guard = CacheMountGuard {
@@ -117,7 +134,13 @@ impl CacheMounts {
             instance,
             state: self.state.clone(),
             _lock: lock,
+            _hold: hold,
         };
+        self.cache.used(
+            &record,
+            cache::RecordType::ExecCacheMount,
+            &format!("cached mount {id}"),
+        );
         std::fs::create_dir_all(&path)
             .map_err(|e| format!("cache mount {id}: {}: {e}", path.display()))?;
         Ok(guard)
@@ -136,7 +159,12 @@ mod tests {
     #[tokio::test]
     async fn sharing_modes() {
         let dir = tempfile::tempdir().unwrap();
-        let c = CacheMounts::new(dir.path().to_path_buf());
+        let md: Arc<dyn metadata::MetadataStore> = Arc::new(metadata::MemStore::default());
+        let snap: Arc<dyn snapshot::Snapshotter> = Arc::new(
+            snapshot::NativeSnapshotter::new(&dir.path().join("snapshots"), md.clone()).unwrap(),
+        );
+        let records = cache::CacheManager::new(md, snap, dir.path());
+        let c = CacheMounts::new(records.clone());
         let a = c.acquire("go", Sharing::Shared).await.unwrap();
         let b = c.acquire("go", Sharing::Shared).await.unwrap();
         assert_eq!(a.path, b.path);
@@ -160,5 +188,13 @@ mod tests {
         drop(l1);
         let l2 = c.acquire("x", Sharing::Locked).await.unwrap();
         assert!(!l2.fresh);
+        let held = CacheMounts::record_id("x", 0);
+        assert!(records.holds().is_held(&held), "in use: held");
+        drop(l2);
+        assert!(!records.holds().is_held(&held));
+        let recs = records.records().unwrap();
+        let x = recs.iter().find(|r| r.id == held).expect("a cache record");
+        assert_eq!(x.description, "cached mount x");
+        assert_eq!(x.usage_count, 2);
     }
 }

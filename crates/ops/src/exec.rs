@@ -103,7 +103,8 @@ struct Prepared {
     rootfs: Option<Vec<snapshot::Mount>>,
     readonly_root: bool,
     extra: Vec<ExtraMount>,
-    outputs: Vec<(i64, Active)>,
+    /// (output index, mount destination, snapshot).
+    outputs: Vec<(i64, String, Active)>,
     discarded: Vec<Active>,
     views: Vec<Mounted>,
     caches: Vec<CacheMountGuard>,
@@ -248,10 +249,14 @@ impl Op<Ref> for ExecOp {
                 ..
             } = p;
             drop((views, caches, secrets, ssh));
+            let command = self.command();
             blocking(move || {
                 drop(discarded);
-                outputs.sort_by_key(|(i, _)| *i);
-                outputs.into_iter().map(|(_, a)| a.commit()).collect()
+                outputs.sort_by_key(|(i, _, _)| *i);
+                outputs
+                    .into_iter()
+                    .map(|(_, dest, a)| a.commit(&format!("mount {dest} from exec {command}")))
+                    .collect()
             })
             .await
         })
@@ -305,7 +310,7 @@ impl ExecOp {
                     });
                 }
                 if m.output >= 0 {
-                    p.outputs.push((m.output, a));
+                    p.outputs.push((m.output, m.dest.clone(), a));
                 } else {
                     p.discarded.push(a);
                 }

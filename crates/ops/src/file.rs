@@ -246,7 +246,7 @@ fn run_actions(
                 None => return Err(OpError::new(format!("file action {n} has no action"))),
             }
         }
-        let r = active.commit()?;
+        let r = active.commit(&format!("file action {n}"))?;
         if a.output == 0 {
             output = Some(r.clone());
         }

@@ -32,7 +32,7 @@ use solver::{OpContext, OpError};
 use tokio_util::sync::CancellationToken;
 
 use crate::mounted::Active;
-use crate::{BuildSession, OpsContext, Ref, blocking, op_err};
+use crate::{BuildSession, OpsContext, RecordType, Ref, blocking, op_err};
 
 /// Listing the refs of a remote is small: a remote that takes longer is not answering.
 const LS_REMOTE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -940,6 +940,7 @@ pub(crate) async fn checkout(
         .await?
     };
     let root = mounted.path().to_path_buf();
+    let description = format!("git snapshot for {}#{}", src.shown, pinned.commit());
     let filled = fill(&git, src, pinned, &root).await;
     let src = src.clone();
     // Unmounting, moving and removing trees block.
@@ -956,7 +957,7 @@ pub(crate) async fn checkout(
         drop(mounted);
         drop(git);
         r.map_err(op_err)?;
-        active.commit()
+        active.commit_as(RecordType::GitCheckout, &description)
     })
     .await
 }

@@ -593,7 +593,7 @@ pub(crate) fn write_snapshot(
         out.set_times(FileTimes::new().set_accessed(mtime).set_modified(mtime))
             .map_err(io("setting the times"))?;
     }
-    active.commit()
+    active.commit(&format!("http url {}", src.shown))
 }
 
 /// The process's HTTP client: connection pools and TLS roots are shared by every source.

@@ -37,6 +37,7 @@ mod sshmount;
 
 use std::sync::Arc;
 
+pub use cache::{CacheManager, RecordType};
 pub use cachemount::CacheMounts;
 pub use graph::{build_graph, build_graph_for, vertex_name};
 pub use local::{DirProvider, LocalProvider, SyncStats};
@@ -44,22 +45,42 @@ pub use mounted::Mounted;
 
 use worker::Worker;
 
-/// A result: a committed snapshot, or scratch (`None`).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Ref(pub Option<Arc<str>>);
+/// A result: a committed snapshot, or scratch. A snapshot result holds its cache record
+/// for as long as any clone of it lives, so that no prune removes it under a build.
+#[derive(Clone)]
+pub struct Ref(Option<Arc<cache::Hold>>);
 
 impl Ref {
     pub fn scratch() -> Ref {
         Ref(None)
     }
 
-    pub fn snapshot(key: impl Into<Arc<str>>) -> Ref {
-        Ref(Some(key.into()))
-    }
-
     /// The snapshot key, `None` for scratch.
     pub fn key(&self) -> Option<&str> {
-        self.0.as_deref()
+        self.0.as_deref().map(cache::Hold::id)
+    }
+}
+
+impl PartialEq for Ref {
+    fn eq(&self, other: &Ref) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Ref {}
+
+impl std::hash::Hash for Ref {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+    }
+}
+
+impl std::fmt::Debug for Ref {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.key() {
+            Some(k) => write!(f, "Ref({k})"),
+            None => f.write_str("Ref(scratch)"),
+        }
     }
 }
 
@@ -108,11 +129,12 @@ impl registry::CredentialSource for SessionCredentials<'_> {
 }
 
 /// Everything the ops share: the worker, where local sources come from, the content
-/// hasher and the cache mounts.
+/// hasher, the cache records and the cache mounts.
 pub struct OpsContext {
     pub worker: Arc<Worker>,
     pub local: Arc<dyn LocalProvider>,
     pub hasher: contenthash::ContentHasher,
+    pub cache: Arc<CacheManager>,
     pub cache_mounts: CacheMounts,
 }
 
@@ -127,11 +149,19 @@ impl std::fmt::Debug for OpsContext {
 impl OpsContext {
     pub fn new(worker: Arc<Worker>, local: Arc<dyn LocalProvider>) -> Arc<OpsContext> {
         let hasher = contenthash::ContentHasher::new(worker.metadata.clone());
-        let cache_mounts = CacheMounts::new(worker.root().join("cachemounts"));
+        let cache = CacheManager::new(
+            worker.metadata.clone(),
+            worker.snapshotter.clone(),
+            worker.root(),
+        );
+        // A local source's kept copy is pinned for reuse, not in use.
+        cache.add_pin_prefix(localsync::HOLD_PREFIX);
+        let cache_mounts = CacheMounts::new(cache.clone());
         let ctx = Arc::new(OpsContext {
             worker,
             local,
             hasher,
+            cache,
             cache_mounts,
         });
         localsync::repin(&ctx);
@@ -141,6 +171,35 @@ impl OpsContext {
     /// A fresh snapshot key for a result.
     pub(crate) fn new_key(prefix: &str) -> String {
         format!("{prefix}/{}", llb::random_id())
+    }
+
+    /// The existing committed snapshot `key` as a result, held; `None` when it is gone
+    /// or being removed.
+    pub fn existing_ref(&self, key: &str) -> Option<Ref> {
+        let hold = self.cache.hold(key)?;
+        let committed = self
+            .worker
+            .snapshotter
+            .stat(key)
+            .is_ok_and(|i| i.kind == snapshot::Kind::Committed);
+        committed.then(|| Ref(Some(Arc::new(hold))))
+    }
+
+    /// [`OpsContext::existing_ref`] as a result a build uses: the use is recorded
+    /// (a record not seen before gets `record_type` and `description`).
+    pub(crate) fn use_ref(
+        &self,
+        key: &str,
+        record_type: RecordType,
+        description: &str,
+    ) -> Result<Ref, solver::OpError> {
+        let r = self.existing_ref(key).ok_or_else(|| {
+            op_err(format!(
+                "snapshot {key} was removed (by a prune) while it was being used; build again"
+            ))
+        })?;
+        self.cache.used(key, record_type, description);
+        Ok(r)
     }
 }
 
@@ -167,13 +226,9 @@ impl solver::ResultStore<Ref> for RefStore {
         if id == SCRATCH_ID {
             return Some(Ref::scratch());
         }
-        self.ctx
-            .worker
-            .snapshotter
-            .stat(id)
-            .ok()
-            .filter(|i| i.kind == snapshot::Kind::Committed)
-            .map(|_| Ref::snapshot(id))
+        let r = self.ctx.existing_ref(id)?;
+        self.ctx.cache.used(id, RecordType::Regular, "");
+        Some(r)
     }
 }
 

@@ -51,7 +51,7 @@ use solver::OpError;
 
 use crate::local::{SyncStats, patterns};
 use crate::mounted::Active;
-use crate::{OpsContext, Ref, op_err};
+use crate::{OpsContext, RecordType, Ref, op_err};
 
 mod delta;
 
@@ -60,7 +60,7 @@ const DIR: &str = "local-sources";
 /// The metadata table of key → mapping.
 const TABLE: &str = "ops.local-sources";
 /// Prefix of the view snapshots that pin mapped refs.
-const HOLD_PREFIX: &str = "local-source/";
+pub(crate) const HOLD_PREFIX: &str = "local-source/";
 /// Most layers (snapshots in a parent chain) a local source's ref may have when it is
 /// made by updating the previous one; a change beyond copies everything again. Each
 /// layer costs every lookup in a mounted view a little, and keeps the layers below it
@@ -374,9 +374,12 @@ pub(crate) fn sync(
     let previous = pins.mapping(&key);
     if let Some(f) = &fingerprint
         && let Some(snapshot) = reusable(&stats, f, previous.as_ref(), |s| pins.pinned(&key, s))
+        && let Some(r) = ops.existing_ref(snapshot)
     {
         tracing::debug!(name, snapshot, "local source unchanged; reusing its ref");
-        return Ok((Ref::snapshot(snapshot), stats));
+        ops.cache
+            .used(snapshot, RecordType::SourceLocal, &describe(name));
+        return Ok((r, stats));
     }
     // The previous ref is a copy of an earlier state of the directory: build on it when
     // that is cheap (see the module documentation).
@@ -386,11 +389,11 @@ pub(crate) fn sync(
         .filter(|s| stacks_cheaply(ops) && pins.pinned(&key, s))
         .filter(|s| pins.layers(s) < MAX_LAYERS);
     let r = match base {
-        Some(base) => commit_update(ops, &dir, base).or_else(|e| {
+        Some(base) => commit_update(ops, &dir, base, name).or_else(|e| {
             tracing::warn!(name, error = %e, "updating the previous copy of a local source failed; copying it in full");
-            commit_copy(ops, &dir)
+            commit_copy(ops, &dir, name)
         })?,
-        None => commit_copy(ops, &dir)?,
+        None => commit_copy(ops, &dir, name)?,
     };
     if let (Some(f), Some(snapshot)) = (fingerprint, r.key())
         && let Err(e) = pins.remember(&key, snapshot, f)
@@ -414,7 +417,15 @@ fn sync_fresh(
             .sync(name, attrs, m.path())
             .map_err(OpError::new)?
     };
-    Ok((active.commit()?, stats))
+    Ok((
+        active.commit_as(RecordType::SourceLocal, &describe(name))?,
+        stats,
+    ))
+}
+
+/// The description of the cache record of local source `name`, as upstream's.
+fn describe(name: &str) -> String {
+    format!("local source for {name}")
 }
 
 /// Whether a snapshot prepared over another costs only what is written to it.
@@ -424,8 +435,11 @@ fn stacks_cheaply(ops: &OpsContext) -> bool {
 
 /// A new snapshot on top of committed `base`, a copy of an earlier state of `dir`,
 /// updated to hold what a copy of `dir` would ([`delta::update`]).
-fn commit_update(ops: &OpsContext, dir: &Path, base: &str) -> Result<Ref, OpError> {
-    let active = Active::prepare(ops, &Ref::snapshot(base))?;
+fn commit_update(ops: &OpsContext, dir: &Path, base: &str, name: &str) -> Result<Ref, OpError> {
+    let base_ref = ops
+        .existing_ref(base)
+        .ok_or_else(|| op_err(format!("the previous copy {base} is gone")))?;
+    let active = Active::prepare(ops, &base_ref)?;
     {
         let m = active.mount(ops)?;
         let stats = delta::update(dir, m.path())
@@ -439,11 +453,11 @@ fn commit_update(ops: &OpsContext, dir: &Path, base: &str) -> Result<Ref, OpErro
             "local source updated over its previous ref"
         );
     }
-    active.commit()
+    active.commit_as(RecordType::SourceLocal, &describe(name))
 }
 
 /// A new snapshot holding a copy of `dir`.
-fn commit_copy(ops: &OpsContext, dir: &Path) -> Result<Ref, OpError> {
+fn commit_copy(ops: &OpsContext, dir: &Path, name: &str) -> Result<Ref, OpError> {
     let active = Active::prepare(ops, &Ref::scratch())?;
     {
         let m = active.mount(ops)?;
@@ -459,7 +473,7 @@ fn commit_copy(ops: &OpsContext, dir: &Path) -> Result<Ref, OpError> {
         fileop::copy(dir, m.path(), &copy, None)
             .map_err(|e| op_err(format!("copying the synced local source: {e}")))?;
     }
-    active.commit()
+    active.commit_as(RecordType::SourceLocal, &describe(name))
 }
 
 /// A byte count as upstream's progress shows it: decimal units, three significant
@@ -872,7 +886,7 @@ mod tests {
         set_mtime(&src.join("touched.txt"), 1_000_000_000, 5);
         set_mtime(&src.join("sub"), 1_100_000_000, 0);
 
-        let base = commit_copy(&ops, src).unwrap();
+        let base = commit_copy(&ops, src, "context").unwrap();
 
         // Every kind of change.
         write(src, "a.txt", b"alpha, longer now\n");
@@ -913,8 +927,8 @@ mod tests {
         set_mtime(&src.join("sub"), 1_300_000_000, 0);
         set_mtime(src, 1_400_000_000, 0);
 
-        let updated = commit_update(&ops, src, base.key().unwrap()).unwrap();
-        let fresh = commit_copy(&ops, src).unwrap();
+        let updated = commit_update(&ops, src, base.key().unwrap(), "context").unwrap();
+        let fresh = commit_copy(&ops, src, "context").unwrap();
         {
             let (u, f) = (
                 crate::mounted::view(&ops, &updated).unwrap(),
@@ -937,8 +951,8 @@ mod tests {
         write(src, "gone/x.txt", b"back\n");
         set_mtime(&src.join("touched.txt"), 1_000_000_000, 5);
 
-        let again = commit_update(&ops, src, updated.key().unwrap()).unwrap();
-        let fresh = commit_copy(&ops, src).unwrap();
+        let again = commit_update(&ops, src, updated.key().unwrap(), "context").unwrap();
+        let fresh = commit_copy(&ops, src, "context").unwrap();
         let (a, f) = (
             crate::mounted::view(&ops, &again).unwrap(),
             crate::mounted::view(&ops, &fresh).unwrap(),

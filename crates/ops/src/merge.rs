@@ -103,7 +103,7 @@ impl Op<Ref> for MergeOp {
                         fileop::copy(v.path(), target.path(), &copy_all(), None).map_err(op_err)?;
                     }
                 }
-                Ok(vec![active.commit()?])
+                Ok(vec![active.commit("merged")?])
             })
             .await
         })
@@ -153,7 +153,7 @@ impl Op<Ref> for DiffOp {
                     )
                     .map_err(op_err)?;
                 }
-                Ok(vec![active.commit()?])
+                Ok(vec![active.commit("diff")?])
             })
             .await
         })

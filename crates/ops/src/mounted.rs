@@ -8,7 +8,7 @@ use snapshot::Snapshotter;
 use snapshot::mount::{MountGuard, mount_all};
 use solver::OpError;
 
-use crate::{OpsContext, Ref, op_err};
+use crate::{OpsContext, RecordType, Ref, op_err};
 
 /// A directory holding a mounted snapshot (or an empty directory for scratch), unmounted
 /// and cleaned up when dropped.
@@ -78,6 +78,7 @@ pub(crate) fn view(ctx: &OpsContext, r: &Ref) -> Result<Mounted, OpError> {
 pub(crate) struct Active {
     pub(crate) key: String,
     snapshotter: Arc<dyn Snapshotter>,
+    cache: Arc<cache::CacheManager>,
     done: bool,
 }
 
@@ -90,6 +91,7 @@ impl Active {
         Ok(Active {
             key,
             snapshotter,
+            cache: ctx.cache.clone(),
             done: false,
         })
     }
@@ -111,12 +113,27 @@ impl Active {
         Ok(m)
     }
 
-    /// Commits it as a new result. Blocking.
-    pub(crate) fn commit(mut self) -> Result<Ref, OpError> {
+    /// Commits it as a new (regular) result described by `description`. Blocking.
+    pub(crate) fn commit(self, description: &str) -> Result<Ref, OpError> {
+        self.commit_as(RecordType::Regular, description)
+    }
+
+    /// Commits it as a new result of `record_type`. Blocking.
+    pub(crate) fn commit_as(
+        mut self,
+        record_type: RecordType,
+        description: &str,
+    ) -> Result<Ref, OpError> {
         let name = OpsContext::new_key("ref");
+        // Held before it exists: no prune can take it between the commit and the hold.
+        let hold = self
+            .cache
+            .hold(&name)
+            .ok_or_else(|| op_err(format!("snapshot {name} is being removed before it exists")))?;
         self.snapshotter.commit(&name, &self.key).map_err(op_err)?;
         self.done = true;
-        Ok(Ref::snapshot(name))
+        self.cache.created(&name, record_type, description);
+        Ok(Ref(Some(Arc::new(hold))))
     }
 }
 

@@ -112,7 +112,15 @@ impl Op<Ref> for SourceOp {
                     started,
                     Some(std::time::SystemTime::now()),
                 );
-                return Ok(vec![top.map_or_else(Ref::scratch, Ref::snapshot)]);
+                let result = match top {
+                    None => Ref::scratch(),
+                    Some(top) => self.ctx.use_ref(
+                        &top,
+                        crate::RecordType::Regular,
+                        &format!("pulled from {r}"),
+                    )?,
+                };
+                return Ok(vec![result]);
             }
             if remote::handles(&self.source.identifier) {
                 return remote::exec(self, ctx).await;

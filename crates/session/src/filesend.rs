@@ -59,8 +59,9 @@ fn exporter_id(md: &mut MetadataMap, id: u64) {
     md.insert(KEY_EXPORTER_ID, value);
 }
 
-/// Sends the directory `src` to the client's target for exporter `id`.
-pub async fn copy_to_caller(caller: &Caller, id: u64, src: &Path) -> Result<(), Error> {
+/// Sends the directory `src` to the client's target for exporter `id`; returns what
+/// went over (the client asks only for the files it lacks).
+pub async fn copy_to_caller(caller: &Caller, id: u64, src: &Path) -> Result<fsutil::Sent, Error> {
     caller.require(DIFF_COPY_METHOD)?;
     send_dir(caller.channel(), id, src, false).await
 }
@@ -72,7 +73,7 @@ pub async fn send_dir(
     id: u64,
     src: &Path,
     multi_platform: bool,
-) -> Result<(), Error> {
+) -> Result<fsutil::Sent, Error> {
     let (tx, rx) = mpsc::channel::<Result<Packet, Status>>(fsutil::QUEUE);
     let outbound = ReceiverStream::new(rx).filter_map(|p| std::future::ready(p.ok()));
     let mut request = Request::new(outbound);
@@ -92,8 +93,9 @@ pub async fn send_dir(
             .await
     };
     let mut conn = PacketConn::new(lazy_inbound(call), tx);
-    fsutil::send(&mut conn, src, &FilterOptions::default()).await?;
-    Ok(conn.close().await?)
+    let sent = fsutil::send(&mut conn, src, &FilterOptions::default()).await?;
+    conn.close().await?;
+    Ok(sent)
 }
 
 /// Opens a byte-stream export to the client's target for exporter `id`, passing `md`
@@ -201,7 +203,8 @@ pub type OutputFn = dyn Fn(&BTreeMap<String, String>) -> io::Result<Option<Box<d
 
 #[derive(Clone)]
 enum Target {
-    Dir(PathBuf),
+    /// A directory, and where the record of what was written into it is kept.
+    Dir(PathBuf, Option<PathBuf>),
     Output(Arc<OutputFn>),
 }
 
@@ -234,7 +237,20 @@ impl FileSendTarget {
     /// files owned by the current user; a file already there with the same contents is
     /// kept rather than written again).
     pub fn dir(self, id: u64, dir: impl Into<PathBuf>) -> FileSendTarget {
-        self.with(id, Target::Dir(dir.into()))
+        self.with(id, Target::Dir(dir.into(), None))
+    }
+
+    /// [`FileSendTarget::dir`], incremental: the file `record` notes what each export
+    /// wrote into `dir`, and the next one asks only for the files that are not there
+    /// already as the daemon has them (same permissions, size and modification time),
+    /// and removes what it no longer exports (if untouched since).
+    pub fn dir_recorded(
+        self,
+        id: u64,
+        dir: impl Into<PathBuf>,
+        record: impl Into<PathBuf>,
+    ) -> FileSendTarget {
+        self.with(id, Target::Dir(dir.into(), Some(record.into())))
     }
 
     /// Exporter `id` streams bytes into what `output` opens.
@@ -312,7 +328,9 @@ impl StreamingService<Bytes> for FileSendTarget {
                 .and_then(|v| v.parse::<u64>().ok())
                 .unwrap_or(0);
             match targets.get(&id) {
-                Some(Target::Dir(dir)) => Ok(receive_dir(request, dir.clone())),
+                Some(Target::Dir(dir, record)) => {
+                    Ok(receive_dir(request, dir.clone(), record.clone()))
+                }
                 Some(Target::Output(open)) => {
                     let meta = exporter_metadata(md);
                     let output = open(&meta)
@@ -340,8 +358,49 @@ fn exporter_metadata(md: &MetadataMap) -> BTreeMap<String, String> {
     out.into_iter().map(|(k, v)| (k, v.join(","))).collect()
 }
 
+/// The record of a previous export kept in `path`, if there is a usable one.
+fn read_record(path: &Path) -> Option<Vec<fsutil::Written>> {
+    let data = match std::fs::read(path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::warn!(record = %path.display(), error = %e, "cannot read the export record");
+            return None;
+        }
+    };
+    match serde_json::from_slice(&data) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(record = %path.display(), error = %e, "ignoring a malformed export record");
+            None
+        }
+    }
+}
+
+/// Replaces the record in `path` (written aside, then renamed over it).
+fn write_record(path: &Path, written: &[fsutil::Written]) -> io::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let temp = path.with_extension(format!("tmp{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&temp)?);
+        serde_json::to_writer(&mut f, written)?;
+        std::io::Write::flush(&mut f)?;
+        std::fs::rename(&temp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
+}
+
 /// Directory mode: the messages are fsutil packets and the client is the receiver.
-fn receive_dir(request: Request<Streaming<Bytes>>, dir: PathBuf) -> Response<RawResponse> {
+fn receive_dir(
+    request: Request<Streaming<Bytes>>,
+    dir: PathBuf,
+    record: Option<PathBuf>,
+) -> Response<RawResponse> {
     let (tx, rx) = mpsc::channel::<Result<Packet, Status>>(64);
     let inbound = request.into_inner().map(|m| {
         let bytes = m.map_err(fsutil::Error::from)?;
@@ -349,7 +408,7 @@ fn receive_dir(request: Request<Streaming<Bytes>>, dir: PathBuf) -> Response<Raw
             .map_err(|e| fsutil::Error::Unexpected(format!("malformed packet: {e}")))
     });
     let conn = PacketConn::new(inbound, tx.clone());
-    let opts = ReceiveOptions {
+    let mut opts = ReceiveOptions {
         merge: true,
         owner: Some((
             rustix::process::geteuid().as_raw(),
@@ -358,9 +417,30 @@ fn receive_dir(request: Request<Streaming<Bytes>>, dir: PathBuf) -> Response<Raw
         ..ReceiveOptions::default()
     };
     tokio::spawn(async move {
-        if let Err(e) = fsutil::receive(conn, &dir, opts).await {
-            tracing::debug!(dir = %dir.display(), error = %e, "file send receive failed");
-            let _ = tx.send(Err(e.to_status())).await;
+        let received = match &record {
+            None => fsutil::receive(conn, &dir, opts).await.map(|s| (s, None)),
+            Some(record) => {
+                opts.keep_unchanged = true;
+                opts.previous = read_record(record).map(Arc::new);
+                fsutil::receive_tracked(conn, &dir, opts)
+                    .await
+                    .map(|(s, w)| (s, Some(w)))
+            }
+        };
+        match received {
+            Ok((stats, written)) => {
+                tracing::debug!(dir = %dir.display(), ?stats, "export received");
+                if let (Some(record), Some(written)) = (&record, written) {
+                    if let Err(e) = write_record(record, &written) {
+                        // The next export sends everything again; nothing is lost.
+                        tracing::warn!(record = %record.display(), error = %e, "cannot write the export record");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::debug!(dir = %dir.display(), error = %e, "file send receive failed");
+                let _ = tx.send(Err(e.to_status())).await;
+            }
         }
     });
     let replies = ReceiverStream::new(rx).map(|p| p.map(|p| Bytes::from(p.encode_to_vec())));

@@ -53,6 +53,30 @@ impl PersistentCache {
         self.md.delete(TABLE, key.as_bytes())
     }
 
+    /// Removes every record that names one of `ids` among its results (they were
+    /// pruned); returns how many went.
+    pub fn remove_results(
+        &self,
+        ids: &std::collections::HashSet<String>,
+    ) -> Result<usize, metadata::Error> {
+        let stale: Vec<Vec<u8>> = self
+            .all()?
+            .into_iter()
+            .filter(|(_, r)| r.results.iter().any(|id| ids.contains(id)))
+            .map(|(k, _)| k)
+            .collect();
+        if stale.is_empty() {
+            return Ok(0);
+        }
+        self.md.update(&mut |t| {
+            for k in &stale {
+                t.delete(TABLE, k)?;
+            }
+            Ok(())
+        })?;
+        Ok(stale.len())
+    }
+
     /// Every record (for disk usage and pruning).
     pub fn all(&self) -> Result<Vec<(Vec<u8>, CacheRecord)>, metadata::Error> {
         Ok(self

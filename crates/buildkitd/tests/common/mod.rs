@@ -216,6 +216,26 @@ impl Daemon {
         self.child.as_ref().expect("the daemon runs").id()
     }
 
+    /// `buildctl build` of the Dockerfile in `ctx` (context and Dockerfile both from
+    /// it) with plain progress and `extra` flags.
+    pub fn build_dockerfile(&self, ctx: &Path, extra: &[&str]) -> Output {
+        let local_ctx = format!("context={}", ctx.display());
+        let local_df = format!("dockerfile={}", ctx.display());
+        let mut args = vec![
+            "build",
+            "--frontend",
+            "dockerfile.v0",
+            "--local",
+            &local_ctx,
+            "--local",
+            &local_df,
+            "--progress",
+            "plain",
+        ];
+        args.extend_from_slice(extra);
+        self.buildctl(&args, None)
+    }
+
     pub fn buildctl(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
         buildctl(&self.addr, args, stdin)
     }

@@ -326,7 +326,7 @@ fn string(out: &mut String, s: &str) {
 /// `seconds`/`nanos` since the epoch in UTC as Go's `time.RFC3339Nano` prints it
 /// (`2024-05-01T10:00:00.5Z`: trailing zeros of the fraction dropped, no fraction when it
 /// is zero), or `None` when the year is outside 0–9999, which Go refuses to print.
-pub(crate) fn rfc3339_nano(seconds: i64, nanos: i32) -> Option<String> {
+pub fn rfc3339_nano(seconds: i64, nanos: i32) -> Option<String> {
     // Go's time.Unix carries nanos outside [0, 1e9) into the seconds
     let nanos = i64::from(nanos);
     let seconds = seconds.checked_add(nanos.div_euclid(1_000_000_000))?;

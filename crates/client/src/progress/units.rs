@@ -3,7 +3,7 @@
 
 const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
 
-pub(crate) fn bytes(n: i64) -> String {
+pub fn bytes(n: i64) -> String {
     let magnitude = n.unsigned_abs();
     if magnitude < 1000 {
         return format!("{n}B");

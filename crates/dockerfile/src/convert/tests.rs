@@ -222,6 +222,53 @@ fn target_selects_a_stage_and_unknown_targets_fail() {
 }
 
 #[test]
+fn multi_platform_step_names_start_with_the_platform() {
+    let text = "FROM --platform=$BUILDPLATFORM scratch AS b\nARG TARGETARCH\nCOPY a /a-$TARGETARCH\n\
+                FROM scratch\nCOPY --from=b /a-arm64 /a\n";
+    let arm64 = Platform::new("linux", "arm64", "");
+    let opts = |prefix_platform| ConvertOptions {
+        target_platform: arm64.clone(),
+        prefix_platform,
+        ..options()
+    };
+    let names = |c: &Converted| {
+        let d = c
+            .state
+            .marshal(&llb::MarshalOptions {
+                local_unique_id: Some("u".into()),
+                ..llb::MarshalOptions::default()
+            })
+            .unwrap();
+        let names: Vec<String> = d
+            .metadata
+            .values()
+            .filter_map(|m| m.description.get("llb.customname").cloned())
+            .collect();
+        (d.def, names)
+    };
+    let (plain_def, plain) = names(&convert_text(text, opts(false)).unwrap());
+    let (def, prefixed) = names(&convert_text(text, opts(true)).unwrap());
+    // the same ops, only named differently
+    assert_eq!(plain_def, def);
+    assert!(
+        plain.iter().any(|n| n == "[b 1/1] COPY a /a-arm64"),
+        "{plain:?}"
+    );
+    assert!(
+        prefixed
+            .iter()
+            .any(|n| n == "[linux/amd64->arm64 b 1/1] COPY a /a-arm64"),
+        "{prefixed:?}"
+    );
+    assert!(
+        prefixed
+            .iter()
+            .any(|n| n == "[linux/arm64 stage-1 1/1] COPY --from=b /a-arm64 /a"),
+        "{prefixed:?}"
+    );
+}
+
+#[test]
 fn build_args_override_defaults_and_meta_args() {
     let text = "ARG TAG=one\nFROM scratch\nARG TAG\nARG V=default\nENV OUT=$TAG-$V\n";
     let c = convert_text(text, options()).unwrap();

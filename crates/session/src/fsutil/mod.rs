@@ -32,8 +32,8 @@ use proto::fsutil_types::Packet;
 use proto::fsutil_types::packet::PacketType;
 use tokio::sync::mpsc;
 
-pub use receive::{Differ, ReceiveOptions, Stats, receive};
-pub use send::send;
+pub use receive::{Differ, ReceiveOptions, Stats, Written, receive, receive_tracked};
+pub use send::{Sent, send};
 pub use walk::FilterOptions;
 
 /// Size of the DATA chunks a sender reads and sends. fsutil sends 32 KiB; any

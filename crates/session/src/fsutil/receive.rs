@@ -6,7 +6,14 @@
 //! tree transfers no file data), a different one is replaced, and destination entries
 //! the sender does not have are deleted (unless [`ReceiveOptions::merge`]).
 //!
-//! When merging there is no comparison, and every file is requested; but a regular
+//! When merging there is no listing of the destination, and every file is requested,
+//! unless [`ReceiveOptions::keep_unchanged`] is set: then a regular file the
+//! destination already holds with the incoming type, permissions, owner, size and
+//! modification time is kept without asking for its contents, as the sender's own
+//! later copy of it. With [`ReceiveOptions::previous`], the entries a previous receive
+//! wrote ([`receive_tracked`] returns them) that the sender no longer has are removed,
+//! if they still are as that receive left them (anything changed since, or added
+//! inside a directory, stays). A requested regular
 //! file the destination already has (an export over the previous export) is compared
 //! with the data as it arrives and kept, with the new metadata applied, when it holds
 //! the same bytes. Only a file that differs is written, into a temporary file renamed
@@ -20,19 +27,22 @@
 //! async side only moves packets. Paths are validated ([`super::validate`]) before any
 //! use, and every operation is confined to the destination ([`super::root`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use proto::fsutil_types::packet::PacketType;
 use proto::fsutil_types::{Packet, Stat};
 use rustix::fs::FileType;
 use tokio::sync::mpsc;
 
-use super::mode::{FileKind, file_kind, is_dir, posix_permissions};
-use super::path::{Validator, compare_path};
+use super::mode::{
+    FileKind, MODE_SOCKET, file_kind, go_mode_from_posix, is_dir, posix_permissions,
+};
+use super::path::{Validator, check_relative, compare_path};
 use super::root::{Root, xattr_names};
 use super::stat::join_dev;
 use super::walk::{Filter, walk};
@@ -60,6 +70,27 @@ pub struct ReceiveOptions {
     /// Give every entry this owner (uid, gid) instead of the sender's, as the client
     /// does for exported files.
     pub owner: Option<(u32, u32)>,
+    /// Merging: keep a regular file that is already there with the incoming
+    /// permissions, owner, size and modification time, without its contents.
+    pub keep_unchanged: bool,
+    /// Merging: what an earlier receive into the destination wrote (from
+    /// [`receive_tracked`]); its entries the sender no longer has are removed, when
+    /// they are still as written.
+    pub previous: Option<Arc<Vec<Written>>>,
+}
+
+/// An entry a receive wrote: what [`ReceiveOptions::previous`] needs to recognise it
+/// later.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Written {
+    /// Path relative to the destination.
+    pub path: String,
+    /// fsutil (Go) file mode.
+    pub mode: u32,
+    /// Size of a regular file (0 for others).
+    pub size: i64,
+    /// Modification time in Unix nanoseconds.
+    pub mod_time: i64,
 }
 
 /// What a receive did.
@@ -82,20 +113,37 @@ enum Command {
 }
 
 /// Receives a transfer into `dest` (created if missing) and returns what it did.
-pub async fn receive(
+pub async fn receive(conn: PacketConn, dest: &Path, opts: ReceiveOptions) -> Result<Stats, Error> {
+    receive_inner(conn, dest, opts, false)
+        .await
+        .map(|(stats, _)| stats)
+}
+
+/// [`receive`], also returning every entry the sender had, as written: the
+/// [`ReceiveOptions::previous`] of the next receive into `dest`.
+pub async fn receive_tracked(
+    conn: PacketConn,
+    dest: &Path,
+    opts: ReceiveOptions,
+) -> Result<(Stats, Vec<Written>), Error> {
+    receive_inner(conn, dest, opts, true).await
+}
+
+async fn receive_inner(
     mut conn: PacketConn,
     dest: &Path,
     opts: ReceiveOptions,
-) -> Result<Stats, Error> {
+    track: bool,
+) -> Result<(Stats, Vec<Written>), Error> {
     let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(super::QUEUE);
     let out = conn.outbound.clone();
     let dest = dest.to_path_buf();
-    let worker = tokio::task::spawn_blocking(move || disk_worker(&dest, opts, cmd_rx, out));
+    let worker = tokio::task::spawn_blocking(move || disk_worker(&dest, opts, track, cmd_rx, out));
     let pumped = pump(&mut conn, &cmd_tx).await;
     drop(cmd_tx);
     let written = join(worker).await;
     let result = match (pumped, written) {
-        (Ok(()), Ok(stats)) => return Ok(stats),
+        (Ok(()), Ok(done)) => return Ok(done),
         // The worker stopped first: its error is the cause.
         (Err(Error::Closed), Err(e)) | (Ok(()), Err(e)) => e,
         (Err(e), _) => e,
@@ -142,10 +190,12 @@ async fn pump(conn: &mut PacketConn, cmds: &mpsc::Sender<Command>) -> Result<(),
 fn disk_worker(
     dest: &Path,
     opts: ReceiveOptions,
+    track: bool,
     mut cmds: mpsc::Receiver<Command>,
     out: PacketSender,
-) -> Result<Stats, Error> {
+) -> Result<(Stats, Vec<Written>), Error> {
     let mut w = DiskWriter::new(dest, opts)?;
+    w.track = track || w.opts.previous.is_some();
     let send = |p: Packet| out.blocking_send(Ok(p)).map_err(|_| Error::Closed);
     let mut fin_sent = false;
     while let Some(cmd) = cmds.blocking_recv() {
@@ -175,7 +225,12 @@ fn disk_worker(
     if !fin_sent {
         return Err(Error::UnexpectedEof);
     }
-    Ok(w.stats)
+    let written = if track {
+        std::mem::take(&mut w.written)
+    } else {
+        Vec::new()
+    };
+    Ok((w.stats, written))
 }
 
 /// A regular file whose contents were requested.
@@ -233,6 +288,10 @@ struct DiskWriter {
     dir_times: Vec<(String, i64)>,
     end: bool,
     stats: Stats,
+    /// Whether to note every entry in `written`.
+    track: bool,
+    /// The sender's entries, as written (when tracking).
+    written: Vec<Written>,
 }
 
 impl DiskWriter {
@@ -258,6 +317,8 @@ impl DiskWriter {
             dir_times: Vec::new(),
             end: false,
             stats: Stats::default(),
+            track: false,
+            written: Vec::new(),
         })
     }
 
@@ -284,6 +345,18 @@ impl DiskWriter {
             stat.gid = gid;
         }
         self.validator.check(&stat)?;
+        if self.track {
+            self.written.push(Written {
+                path: stat.path.clone(),
+                mode: stat.mode,
+                size: if file_kind(stat.mode) == FileKind::Regular {
+                    stat.size
+                } else {
+                    0
+                },
+                mod_time: stat.mod_time,
+            });
+        }
 
         // Destination entries sorting before this one are gone from the sender.
         while let Some(old) = self.existing.front() {
@@ -305,7 +378,77 @@ impl DiskWriter {
                 return Ok(None);
             }
         }
+        if old.is_none() && self.opts.merge && self.opts.keep_unchanged && self.unchanged(&stat)? {
+            return Ok(None);
+        }
         self.apply(id, stat, old.as_ref())
+    }
+
+    /// Whether the destination holds `stat`'s regular file already, by metadata.
+    fn unchanged(&mut self, stat: &Stat) -> Result<bool, Error> {
+        if file_kind(stat.mode) != FileKind::Regular || !stat.linkname.is_empty() {
+            return Ok(false);
+        }
+        let Some(st) = self.root.lstat(&stat.path)? else {
+            return Ok(false);
+        };
+        let mod_time = st
+            .st_mtime
+            .saturating_mul(1_000_000_000)
+            .saturating_add(st.st_mtime_nsec as i64);
+        Ok(FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
+            && go_mode_from_posix(st.st_mode) & !MODE_SOCKET == stat.mode
+            && st.st_uid == stat.uid
+            && st.st_gid == stat.gid
+            && st.st_size == stat.size
+            && mod_time == stat.mod_time)
+    }
+
+    /// Removes what the previous receive wrote and this one did not, where it is still
+    /// as written: files (and links and other non-directories) with the same type,
+    /// size and modification time, and directories left empty.
+    fn remove_previous(&mut self) -> Result<(), Error> {
+        let Some(previous) = self.opts.previous.take() else {
+            return Ok(());
+        };
+        let now: HashSet<&str> = self.written.iter().map(|w| w.path.as_str()).collect();
+        let mut gone: Vec<&Written> = previous
+            .iter()
+            .filter(|p| !now.contains(p.path.as_str()) && check_relative(&p.path).is_ok())
+            .collect();
+        // Children before their parents.
+        gone.sort_by(|a, b| compare_path(&b.path, &a.path));
+        for p in gone {
+            let st = match self.root.lstat(&p.path) {
+                Ok(Some(st)) => st,
+                // Gone already, or a parent is no longer a directory of ours.
+                Ok(None) | Err(_) => continue,
+            };
+            let mode = go_mode_from_posix(st.st_mode) & !MODE_SOCKET;
+            if file_kind(mode) != file_kind(p.mode) {
+                continue;
+            }
+            if is_dir(p.mode) {
+                if self.root.remove_empty_dir(&p.path)? {
+                    self.stats.deleted += 1;
+                }
+                continue;
+            }
+            let mod_time = st
+                .st_mtime
+                .saturating_mul(1_000_000_000)
+                .saturating_add(st.st_mtime_nsec as i64);
+            let size = if file_kind(p.mode) == FileKind::Regular {
+                st.st_size
+            } else {
+                0
+            };
+            if size == p.size && mod_time == p.mod_time {
+                self.root.remove_all(&p.path)?;
+                self.stats.deleted += 1;
+            }
+        }
+        Ok(())
     }
 
     fn same(&self, old: &Stat, new: &Stat) -> bool {
@@ -567,8 +710,10 @@ impl DiskWriter {
         Ok(())
     }
 
-    /// Sets directory times, now that nothing changes inside them any more.
+    /// Removes what is gone since the previous receive, then sets directory times, now
+    /// that nothing changes inside them any more.
     fn finish(&mut self) -> Result<(), Error> {
+        self.remove_previous()?;
         for (rel, mtime) in std::mem::take(&mut self.dir_times) {
             self.root.set_times(&rel, mtime)?;
         }
@@ -658,7 +803,13 @@ mod tests {
     use crate::fsutil::{CHUNK_SIZE, FilterOptions, send};
 
     /// Sends `src` into `dest` as an export does (merged, owned by us).
-    async fn export(src: &Path, dest: &Path) -> Stats {
+    /// Sends `src` into `dest` as the client's FileSend receiver does (merged, owned by
+    /// us), with `incremental` options on top; returns the stats and the record.
+    async fn transfer(
+        src: &Path,
+        dest: &Path,
+        incremental: Option<Option<Vec<Written>>>,
+    ) -> (Stats, Vec<Written>) {
         let (to_recv_tx, to_recv_rx) = mpsc::channel(16);
         let (to_send_tx, to_send_rx) = mpsc::channel(16);
         let inbound = ReceiverStream::new(to_recv_rx)
@@ -671,7 +822,7 @@ mod tests {
         let src = src.to_path_buf();
         let sent =
             tokio::spawn(async move { send(&mut sender, &src, &FilterOptions::default()).await });
-        let opts = ReceiveOptions {
+        let mut opts = ReceiveOptions {
             merge: true,
             owner: Some((
                 rustix::process::geteuid().as_raw(),
@@ -679,9 +830,24 @@ mod tests {
             )),
             ..ReceiveOptions::default()
         };
-        let stats = receive(receiver, dest, opts).await.expect("receive");
-        sent.await.unwrap().expect("send");
-        stats
+        if let Some(previous) = incremental {
+            opts.keep_unchanged = true;
+            opts.previous = previous.map(Arc::new);
+        }
+        let out = receive_tracked(receiver, dest, opts)
+            .await
+            .expect("receive");
+        let sent = sent.await.unwrap().expect("send");
+        assert_eq!(
+            sent.data_bytes, out.0.bytes_received,
+            "both ends count alike"
+        );
+        out
+    }
+
+    /// Sends `src` into `dest` as an export does (merged, owned by us).
+    async fn export(src: &Path, dest: &Path) -> Stats {
+        transfer(src, dest, None).await.0
     }
 
     fn put(root: &Path, rel: &str, data: &[u8]) {
@@ -856,6 +1022,121 @@ mod tests {
         assert_eq!(paths.map(|p| ino(dest, p)), before);
         assert_ne!(ino(dest, "hard/one"), link_before);
         assert_eq!(ino(dest, "hard/one"), ino(dest, "hard/two"));
+    }
+
+    /// Sends `src` into `dest` as an incremental export does (kept by metadata, what is
+    /// gone since `previous` removed); returns the stats and the new record.
+    async fn export_recorded(
+        src: &Path,
+        dest: &Path,
+        previous: Option<Vec<Written>>,
+    ) -> (Stats, Vec<Written>) {
+        transfer(src, dest, Some(previous)).await
+    }
+
+    #[tokio::test]
+    async fn an_incremental_export_asks_only_for_changes_and_removes_what_is_gone() {
+        let src_dir = tempfile::tempdir().unwrap();
+        let dest_dir = tempfile::tempdir().unwrap();
+        let (src, dest) = (src_dir.path(), dest_dir.path());
+        let big = vec![7u8; CHUNK_SIZE * 3];
+        put(src, "big.bin", &big);
+        put(src, "a/small.txt", b"one");
+        put(src, "a/gone.txt", b"soon gone");
+        put(src, "gone-dir/x", b"x");
+        put(src, "gone-dir/y/z", b"z");
+        put(src, "keep-dir/user-adds-here/f", b"f");
+        put(src, "edited-by-user.txt", b"orig");
+        std::os::unix::fs::symlink("big.bin", src.join("link")).unwrap();
+        put(dest, "users-own.txt", b"mine");
+
+        let (first, record) = export_recorded(src, dest, None).await;
+        assert_eq!(
+            first.bytes_received,
+            (big.len() + 3 + 9 + 1 + 1 + 1 + 4) as u64
+        );
+        assert_eq!(record.len(), first.entries as usize);
+        assert!(
+            record
+                .iter()
+                .any(|w| w.path == "a/small.txt" && w.size == 3)
+        );
+
+        // Nothing changed: no file is asked for, nothing removed.
+        let before = ino(dest, "big.bin");
+        let (again, record) = export_recorded(src, dest, Some(record)).await;
+        assert_eq!(
+            (again.files_requested, again.bytes_received, again.deleted),
+            (0, 0, 0)
+        );
+        assert_eq!(ino(dest, "big.bin"), before);
+
+        // One small change, removals, and changes by the user in the destination.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        put(src, "a/small.txt", b"two!");
+        std::fs::remove_file(src.join("a/gone.txt")).unwrap();
+        std::fs::remove_dir_all(src.join("gone-dir")).unwrap();
+        std::fs::remove_dir_all(src.join("keep-dir/user-adds-here")).unwrap();
+        std::fs::remove_file(src.join("edited-by-user.txt")).unwrap();
+        put(dest, "keep-dir/user-adds-here/user-file", b"u");
+        put(dest, "edited-by-user.txt", b"changed by the user");
+        let (third, _) = export_recorded(src, dest, Some(record)).await;
+        assert_eq!(
+            (third.files_requested, third.bytes_received),
+            (1, 4),
+            "only the changed file is sent"
+        );
+        assert_eq!(std::fs::read(dest.join("a/small.txt")).unwrap(), b"two!");
+        assert_eq!(ino(dest, "big.bin"), before);
+        for gone in ["a/gone.txt", "gone-dir"] {
+            assert!(
+                std::fs::symlink_metadata(dest.join(gone)).is_err(),
+                "{gone} removed"
+            );
+        }
+        // "keep-dir/user-adds-here/f" went; the directory holds the user's file.
+        assert!(!dest.join("keep-dir/user-adds-here/f").exists());
+        assert_eq!(
+            std::fs::read(dest.join("keep-dir/user-adds-here/user-file")).unwrap(),
+            b"u"
+        );
+        assert_eq!(
+            std::fs::read(dest.join("edited-by-user.txt")).unwrap(),
+            b"changed by the user",
+            "a file changed since the export is not the export's any more"
+        );
+        assert_eq!(std::fs::read(dest.join("users-own.txt")).unwrap(), b"mine");
+
+        // What is left of the export is what a fresh export gives.
+        let fresh_dir = tempfile::tempdir().unwrap();
+        export_recorded(src, fresh_dir.path(), None).await;
+        let mut got = listing(dest);
+        got.retain(|l| {
+            !l.starts_with("users-own.txt ")
+                && !l.starts_with("edited-by-user.txt ")
+                && !l.starts_with("keep-dir/user-adds-here")
+        });
+        let mut want = listing(fresh_dir.path());
+        want.retain(|l| !l.starts_with("keep-dir/user-adds-here"));
+        assert_eq!(got, want);
+    }
+
+    #[tokio::test]
+    async fn a_record_naming_paths_outside_is_ignored() {
+        let src_dir = tempfile::tempdir().unwrap();
+        let outer = tempfile::tempdir().unwrap();
+        let dest = outer.path().join("dest");
+        put(src_dir.path(), "f", b"f");
+        put(outer.path(), "victim", b"v");
+        let t = std::fs::symlink_metadata(outer.path().join("victim")).unwrap();
+        let bad = ["../victim", "/victim", "a/../../victim"].map(|p| Written {
+            path: p.to_string(),
+            mode: 0o644,
+            size: 1,
+            mod_time: t.mtime() * 1_000_000_000 + t.mtime_nsec(),
+        });
+        export_recorded(src_dir.path(), &dest, Some(bad.to_vec())).await;
+        assert_eq!(std::fs::read(outer.path().join("victim")).unwrap(), b"v");
     }
 
     /// A hard link sent while its target is being compared ends on the target's final

@@ -222,6 +222,18 @@ impl Root {
             .map_err(|e| err("mknod", rel, e))
     }
 
+    /// Removes the directory `rel` if it is empty; `false` if it is not.
+    pub(crate) fn remove_empty_dir(&mut self, rel: &str) -> Result<bool, Error> {
+        let (dir, name) = self.parent(rel)?;
+        let result = match rustix::fs::unlinkat(dir.as_fd(), name, AtFlags::REMOVEDIR) {
+            Ok(()) | Err(Errno::NOENT) => Ok(true),
+            Err(Errno::NOTEMPTY) | Err(Errno::EXIST) => Ok(false),
+            Err(e) => Err(err("rmdir", rel, e)),
+        };
+        self.forget();
+        result
+    }
+
     /// Removes `rel` and, if it is a directory, everything below it.
     pub(crate) fn remove_all(&mut self, rel: &str) -> Result<(), Error> {
         let (dir, name) = self.parent(rel)?;

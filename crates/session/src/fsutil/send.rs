@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use prost::Message;
 use proto::fsutil_types::Packet;
 use proto::fsutil_types::packet::PacketType;
 use rustix::fs::{FileType, Mode, OFlags};
@@ -20,25 +21,71 @@ use super::{CHUNK_SIZE, Error, PacketConn, PacketSender, join, packet, packet_ty
 /// it, and the reader of REQs, which takes from it (so each file is sent at most once).
 type Files = Arc<Mutex<HashMap<u32, String>>>;
 
+/// What a [`send`] sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sent {
+    /// STAT entries.
+    pub entries: u64,
+    /// Files whose contents the receiver asked for.
+    pub files: u64,
+    /// File content bytes (in DATA packets).
+    pub data_bytes: u64,
+    /// Every packet sent, encoded: the transfer's size on the wire, framing aside.
+    pub wire_bytes: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    entries: AtomicU64,
+    files: AtomicU64,
+    data_bytes: AtomicU64,
+    wire_bytes: AtomicU64,
+}
+
+impl Counters {
+    fn packet(&self, p: &Packet) {
+        self.wire_bytes
+            .fetch_add(p.encoded_len() as u64, Ordering::Relaxed);
+    }
+
+    fn sent(&self) -> Sent {
+        Sent {
+            entries: self.entries.load(Ordering::Relaxed),
+            files: self.files.load(Ordering::Relaxed),
+            data_bytes: self.data_bytes.load(Ordering::Relaxed),
+            wire_bytes: self.wire_bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// Sends the directory `root` with `filter` applied, until the receiver's FIN, which it
 /// answers with FIN. A failure is reported to the receiver with ERR and returned.
 ///
 /// A sender serving an RPC returns right away (ending the RPC is what closes the
 /// stream); a sender that made the call should then [`PacketConn::close`] it.
-pub async fn send(conn: &mut PacketConn, root: &Path, filter: &FilterOptions) -> Result<(), Error> {
+pub async fn send(
+    conn: &mut PacketConn,
+    root: &Path,
+    filter: &FilterOptions,
+) -> Result<Sent, Error> {
     let root = std::fs::canonicalize(root).map_err(|e| Error::io("resolve", root, e))?;
     let files: Files = Arc::default();
     let cancel = Arc::new(AtomicBool::new(false));
+    let counters = Arc::new(Counters::default());
 
     let mut walker = {
         let (root, filter) = (root.clone(), filter.clone());
         let (files, cancel, out) = (files.clone(), cancel.clone(), conn.outbound.clone());
-        tokio::task::spawn_blocking(move || send_stats(&root, &filter, &files, &cancel, &out))
+        let counters = counters.clone();
+        tokio::task::spawn_blocking(move || {
+            send_stats(&root, &filter, &files, &cancel, &out, &counters)
+        })
     };
     let (req_tx, req_rx) = mpsc::unbounded_channel::<(u32, String)>();
     let data = {
         let (root, cancel, out) = (root.clone(), cancel.clone(), conn.outbound.clone());
-        tokio::task::spawn_blocking(move || send_files(&root, req_rx, &cancel, &out))
+        let counters = counters.clone();
+        tokio::task::spawn_blocking(move || send_files(&root, req_rx, &cancel, &out, &counters))
     };
 
     let mut walker_done = false;
@@ -86,7 +133,7 @@ pub async fn send(conn: &mut PacketConn, root: &Path, filter: &FilterOptions) ->
         Err(Error::Peer(_)) => {}
         Err(e) => conn.send_err(e).await,
     }
-    result
+    result.map(|()| counters.sent())
 }
 
 /// Handles one packet from the receiver; `true` on FIN.
@@ -120,6 +167,7 @@ fn send_stats(
     files: &Files,
     cancel: &AtomicBool,
     out: &PacketSender,
+    counters: &Counters,
 ) -> Result<(), Error> {
     let filter = Filter::new(root, opts)?;
     let mut id: u32 = 0;
@@ -140,6 +188,8 @@ fn send_stats(
             stat: Some(stat),
             ..packet(PacketType::PacketStat)
         };
+        counters.entries.fetch_add(1, Ordering::Relaxed);
+        counters.packet(&p);
         out.blocking_send(Ok(p)).map_err(|_| Error::Closed)
     })?;
     out.blocking_send(Ok(packet(PacketType::PacketStat)))
@@ -152,13 +202,22 @@ fn send_files(
     mut requests: mpsc::UnboundedReceiver<(u32, String)>,
     cancel: &AtomicBool,
     out: &PacketSender,
+    counters: &Counters,
 ) -> Result<(), Error> {
     let mut buf = vec![0u8; CHUNK_SIZE];
     while let Some((id, rel)) = requests.blocking_recv() {
-        let data = |chunk: &[u8]| Packet {
-            id,
-            data: chunk.to_vec(),
-            ..packet(PacketType::PacketData)
+        counters.files.fetch_add(1, Ordering::Relaxed);
+        let data = |chunk: &[u8]| {
+            let p = Packet {
+                id,
+                data: chunk.to_vec(),
+                ..packet(PacketType::PacketData)
+            };
+            counters
+                .data_bytes
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            counters.packet(&p);
+            p
         };
         let path = root.join(&rel);
         // As upstream, a file that cannot be opened any more is sent empty.

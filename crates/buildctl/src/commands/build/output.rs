@@ -82,7 +82,10 @@ pub(super) fn parse_outputs(
         let t = target.take().unwrap_or_default();
         target = Some(match dest {
             Dest::None => t,
-            Dest::Dir(d) => t.dir(id, d),
+            Dest::Dir(d) => match export_record(Path::new(&d)) {
+                Some(record) => t.dir_recorded(id, d, record),
+                None => t.dir(id, d),
+            },
             Dest::File(f) => {
                 // Created now, as upstream does, so that a bad path fails before the build.
                 std::fs::File::create(&f).with_context(|| format!("--output {spec}: {f}"))?;
@@ -94,6 +97,51 @@ pub(super) fn parse_outputs(
     }
     Ok((exporters, target))
 }
+
+/// Where the record of the exports into directory `dest` is kept, so that the next
+/// export there sends only what changed: `buildkit-rs/local-exports/<sha256 of the
+/// directory's canonical path>.json` under `$XDG_STATE_HOME` (or `~/.local/state`).
+/// `None` (every file is sent) when there is no such place or `dest` cannot be made.
+fn export_record(dest: &Path) -> Option<std::path::PathBuf> {
+    use sha2::Digest;
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| Path::new(&h).join(".local/state"))
+        })?;
+    std::fs::create_dir_all(dest).ok()?;
+    let canonical = std::fs::canonicalize(dest).ok()?;
+    let key = sha2::Sha256::digest(canonical.as_os_str().as_encoded_bytes());
+    let records = state.join("buildkit-rs/local-exports");
+    forget_old_records(&records);
+    Some(records.join(format!("{}.json", hex::encode(key))))
+}
+
+/// Removes export records unused for [`RECORD_LIFETIME`] (their directories are
+/// probably gone; an export there again just sends everything).
+fn forget_old_records(records: &Path) {
+    let Ok(entries) = std::fs::read_dir(records) else {
+        return;
+    };
+    let now = std::time::SystemTime::now();
+    for e in entries.flatten() {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| now.duration_since(t).ok())
+            .is_some_and(|age| age > RECORD_LIFETIME);
+        if old && e.file_name().to_string_lossy().ends_with(".json") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// How long an export record is kept without an export into its directory.
+const RECORD_LIFETIME: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
 
 fn parse_output(
     spec: &str,
