@@ -133,6 +133,7 @@ impl Control for Controller {
             )));
         }
         crate::export::check(&req.exporters, &req.session)?;
+        let cache_plan = crate::remotecache::plan(req.cache.as_ref())?;
         // Checked before any work starts, so a bad request fails fast and clearly.
         let given = if req.frontend.is_empty() {
             let def = req.definition.clone().ok_or_else(|| {
@@ -159,6 +160,18 @@ impl Control for Controller {
         // Registry credentials and secrets come from this build's own session.
         let job_session = crate::jobsession::JobSession::new(&self.sessions, &req.session);
         let result = async {
+            let client = crate::remotecache::SessionRef {
+                sessions: &self.sessions,
+                id: &req.session,
+            };
+            let cache_source = crate::remotecache::imports(
+                &self.ops,
+                &cache_plan,
+                &job_session,
+                &client,
+                &progress,
+            )
+            .await?;
             // What to build: the given LLB (no image config: the image exporters make a
             // default one), or the frontend's build of each target platform.
             let (builds, multi_platform) = match given {
@@ -193,6 +206,7 @@ impl Control for Controller {
             // The platforms are solved side by side; the solver runs what they share once.
             let solves = builds.into_iter().map(|(mut loaded, platform, source)| {
                 let (progress, cancel, job_session, req) = (&progress, &cancel, &job_session, &req);
+                let cache_source = cache_source.clone();
                 async move {
                     check_entitlements(&loaded, &req.entitlements, &self.entitlements)?;
                     // Local sources without a session of their own come from this build's
@@ -202,30 +216,61 @@ impl Control for Controller {
                         .map_err(|e| {
                             Status::invalid_argument(format!("invalid definition: {e}"))
                         })?;
-                    let result = self
+                    let opts = solver::SolveOptions {
+                        no_cache: false,
+                        source: cache_source,
+                    };
+                    let solved = self
                         .solver
-                        .solve(graph, false, progress.clone(), cancel.clone())
+                        .solve_with(graph, opts, progress.clone(), cancel.clone())
                         .await
                         .map_err(|e| solve_status(&e))?;
-                    Ok::<_, Status>(crate::export::PlatformResult {
-                        platform,
-                        result,
-                        source,
-                    })
+                    Ok::<_, Status>((
+                        crate::export::PlatformResult {
+                            platform,
+                            result: solved.result,
+                            source,
+                        },
+                        solved.vertices,
+                    ))
                 }
             });
+            let (parts, solved): (Vec<_>, Vec<_>) = futures::future::try_join_all(solves)
+                .await?
+                .into_iter()
+                .unzip();
             let result = crate::export::BuildResult {
-                parts: futures::future::try_join_all(solves).await?,
+                parts,
                 multi_platform,
             };
+            let cache_vertices = crate::remotecache::cache_vertices(&solved);
             let export = crate::export::Export {
                 ops: &self.ops,
                 sessions: &self.sessions,
                 session: &req.session,
                 job: &job_session,
                 progress: &progress,
+                inline_cache: cache_plan.inline().map(|_| cache_vertices.as_slice()),
             };
-            crate::export::export(&export, &req.exporters, &result).await
+            let mut response = crate::export::export(&export, &req.exporters, &result).await?;
+            let finals: Vec<Option<String>> = result
+                .parts
+                .iter()
+                .map(|p| p.result.key().map(String::from))
+                .collect();
+            response.extend(
+                crate::remotecache::export(
+                    &self.ops,
+                    &cache_plan,
+                    &cache_vertices,
+                    &finals,
+                    &job_session,
+                    &client,
+                    &progress,
+                )
+                .await?,
+            );
+            Ok::<_, Status>(response)
         }
         .await;
         drop(progress);

@@ -135,6 +135,8 @@ pub(crate) struct Export<'a> {
     /// Registry credentials for pushes.
     pub(crate) job: &'a JobSession,
     pub(crate) progress: &'a Progress,
+    /// The build's steps, when an inline cache goes into the image.
+    pub(crate) inline_cache: Option<&'a [exporter::remotecache::CacheVertex]>,
 }
 
 /// Sends `result` to every exporter, in order (exporter `i` is the client's target `i`);
@@ -371,10 +373,40 @@ async fn export_image_steps(
     let timestamp = exporter::time::Timestamp::from_system(now);
     let store = worker.content.clone();
     let o = opts.clone();
-    let parts: Vec<(Vec<exporter::Layer>, ImageSource)> = layers
-        .into_iter()
-        .zip(result.parts.iter().map(|p| p.source.clone()))
-        .collect();
+    let mut sources: Vec<ImageSource> = result.parts.iter().map(|p| p.source.clone()).collect();
+    if let Some(vertices) = x.inline_cache {
+        let t = SystemTime::now();
+        step.task("preparing build cache for export", t, false);
+        for (i, part) in result.parts.iter().enumerate() {
+            let (ops, vs, key, ls) = (
+                x.ops.clone(),
+                vertices.to_vec(),
+                part.result.key().map(String::from),
+                layers[i].clone(),
+            );
+            let value = tokio::task::spawn_blocking(move || {
+                crate::remotecache::inline_value(&ops, &vs, key.as_deref(), &ls, &layer_opts)
+            })
+            .await
+            .map_err(internal)?
+            .map_err(fail)?;
+            if let Some(value) = value {
+                let platform = part.platform.clone().unwrap_or_else(llb::Platform::host);
+                let config = sources[i]
+                    .config
+                    .clone()
+                    .unwrap_or_else(|| exporter::config::default_config(&platform));
+                let mut v: serde_json::Value = serde_json::from_slice(&config)
+                    .map_err(|e| internal(format!("image config: {e}")))?;
+                v[exporter::remotecache::INLINE_CACHE_KEY] = serde_json::Value::String(value);
+                sources[i].config = Some(
+                    serde_json::to_vec(&v).map_err(|e| internal(format!("image config: {e}")))?,
+                );
+            }
+        }
+        step.task("preparing build cache for export", t, true);
+    }
+    let parts: Vec<(Vec<exporter::Layer>, ImageSource)> = layers.into_iter().zip(sources).collect();
     let multi = result.multi_platform;
     let mut exported = tokio::task::spawn_blocking(move || {
         if multi {

@@ -16,6 +16,7 @@ mod gc;
 mod jobs;
 mod jobsession;
 mod listen;
+mod remotecache;
 mod stage;
 
 use std::path::PathBuf;

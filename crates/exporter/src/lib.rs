@@ -28,6 +28,7 @@ pub mod config;
 mod image;
 mod layers;
 mod options;
+pub mod remotecache;
 mod tarball;
 pub mod time;
 

@@ -187,7 +187,7 @@ impl OpsContext {
 
     /// [`OpsContext::existing_ref`] as a result a build uses: the use is recorded
     /// (a record not seen before gets `record_type` and `description`).
-    pub(crate) fn use_ref(
+    pub fn use_ref(
         &self,
         key: &str,
         record_type: RecordType,

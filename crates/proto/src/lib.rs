@@ -100,6 +100,25 @@ pub mod moby {
     }
 }
 
+/// Packages under `containerd.*`.
+#[allow(clippy::all, rust_2018_idioms)]
+pub mod containerd {
+    /// Packages under `containerd.services.*`.
+    pub mod services {
+        /// Packages under `containerd.services.content.*`.
+        pub mod content {
+            /// `containerd.services.content.v1`: containerd's content store API, which a
+            /// session client serves for local cache import/export and OCI layout stores.
+            pub mod v1 {
+                include!(concat!(
+                    env!("OUT_DIR"),
+                    "/containerd.services.content.v1.rs"
+                ));
+            }
+        }
+    }
+}
+
 /// Packages under `fsutil.*`.
 #[allow(clippy::all, rust_2018_idioms)]
 pub mod fsutil {
@@ -131,6 +150,8 @@ pub mod grpc {
     }
 }
 
+/// `containerd.services.content.v1`.
+pub use containerd::services::content::v1 as containerd_content;
 /// `fsutil.types`.
 pub use fsutil::types as fsutil_types;
 /// `grpc.health.v1`.

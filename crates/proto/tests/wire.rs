@@ -12,8 +12,8 @@ use std::fmt::Debug;
 use prost::Message;
 use proto::prost_types::{Any, Timestamp};
 use proto::{
-    apicaps, control, filesync, fsutil_types, health, pb, secrets, session_exporter, sourcepolicy,
-    sshforward, types, upload,
+    apicaps, containerd_content, control, filesync, fsutil_types, health, pb, secrets,
+    session_exporter, sourcepolicy, sshforward, types, upload,
 };
 
 // ---- hand-rolled protobuf encoder -----------------------------------------------------------
@@ -1039,6 +1039,165 @@ fn map_entries_with_default_values() {
     assert_eq!(pb::SourceOp::decode(&prost_form[..]).unwrap(), op);
 }
 
+// ---- containerd.services.content.v1 ---------------------------------------------------------
+
+#[test]
+fn content_info_messages() {
+    use containerd_content as c;
+    let info = c::Info {
+        digest: "sha256:ab".into(),
+        size: 300,
+        created_at: timestamp(7, 8),
+        updated_at: timestamp(9, 10),
+        labels: smap([("k", "v")]),
+    };
+    let info_bytes = cat([
+        s(1, "sha256:ab"),
+        int(2, 300),
+        ts(3, 7, 8),
+        ts(4, 9, 10),
+        map_ss(5, "k", "v"),
+    ]);
+    check(&info, &info_bytes);
+    check(
+        &c::InfoRequest {
+            digest: "sha256:ab".into(),
+        },
+        &s(1, "sha256:ab"),
+    );
+    check(
+        &c::InfoResponse {
+            info: Some(info.clone()),
+        },
+        &len_delim(1, &info_bytes),
+    );
+    check(
+        &c::UpdateRequest {
+            info: Some(info.clone()),
+            update_mask: Some(proto::prost_types::FieldMask {
+                paths: strings(["labels.k"]),
+            }),
+        },
+        &cat([len_delim(1, &info_bytes), msg(2, [s(1, "labels.k")])]),
+    );
+    check(
+        &c::ListContentResponse {
+            info: vec![info.clone(), info],
+        },
+        &cat([len_delim(1, &info_bytes), len_delim(1, &info_bytes)]),
+    );
+    check(
+        &c::ListContentRequest {
+            filters: strings(["a", "b"]),
+        },
+        &cat([s(1, "a"), s(1, "b")]),
+    );
+    check(
+        &c::DeleteContentRequest {
+            digest: "sha256:cd".into(),
+        },
+        &s(1, "sha256:cd"),
+    );
+}
+
+#[test]
+fn content_read_write_messages() {
+    use containerd_content as c;
+    check(
+        &c::ReadContentRequest {
+            digest: "sha256:ab".into(),
+            offset: 5,
+            size: -1,
+        },
+        &cat([s(1, "sha256:ab"), int(2, 5), int(3, -1)]),
+    );
+    check(
+        &c::ReadContentResponse {
+            offset: 1 << 20,
+            data: b"xyz".to_vec(),
+        },
+        &cat([int(1, 1 << 20), len_delim(2, b"xyz")]),
+    );
+    assert_eq!(c::WriteAction::Stat as i32, 0);
+    assert_eq!(c::WriteAction::Write as i32, 1);
+    assert_eq!(c::WriteAction::Commit as i32, 2);
+    check(
+        &c::WriteContentRequest {
+            action: c::WriteAction::Commit as i32,
+            r#ref: "r".into(),
+            total: 10,
+            expected: "sha256:ef".into(),
+            offset: 4,
+            data: b"abcdef".to_vec(),
+            labels: smap([("l", "m")]),
+        },
+        &cat([
+            int(1, 2),
+            s(2, "r"),
+            int(3, 10),
+            s(4, "sha256:ef"),
+            int(5, 4),
+            len_delim(6, b"abcdef"),
+            map_ss(7, "l", "m"),
+        ]),
+    );
+    check(
+        &c::WriteContentResponse {
+            action: c::WriteAction::Write as i32,
+            started_at: timestamp(1, 2),
+            updated_at: timestamp(3, 4),
+            offset: 6,
+            total: 10,
+            digest: "sha256:01".into(),
+        },
+        &cat([
+            int(1, 1),
+            ts(2, 1, 2),
+            ts(3, 3, 4),
+            int(4, 6),
+            int(5, 10),
+            s(6, "sha256:01"),
+        ]),
+    );
+    let status = c::Status {
+        started_at: timestamp(1, 0),
+        updated_at: timestamp(2, 0),
+        r#ref: "r".into(),
+        offset: 3,
+        total: 4,
+        expected: "sha256:ab".into(),
+    };
+    let status_bytes = cat([
+        msg(1, [int(1, 1)]),
+        msg(2, [int(1, 2)]),
+        s(3, "r"),
+        int(4, 3),
+        int(5, 4),
+        s(6, "sha256:ab"),
+    ]);
+    check(&status, &status_bytes);
+    check(&c::StatusRequest { r#ref: "r".into() }, &s(1, "r"));
+    check(
+        &c::StatusResponse {
+            status: Some(status.clone()),
+        },
+        &len_delim(1, &status_bytes),
+    );
+    check(
+        &c::ListStatusesRequest {
+            filters: strings(["f"]),
+        },
+        &s(1, "f"),
+    );
+    check(
+        &c::ListStatusesResponse {
+            statuses: vec![status],
+        },
+        &len_delim(1, &status_bytes),
+    );
+    check(&c::AbortRequest { r#ref: "r".into() }, &s(1, "r"));
+}
+
 // ---- gRPC service and method names ----------------------------------------------------------
 
 #[test]
@@ -1070,6 +1229,10 @@ fn service_names() {
         "moby.exporter.v1.Exporter"
     );
     assert_eq!(health::health_server::SERVICE_NAME, "grpc.health.v1.Health");
+    assert_eq!(
+        containerd_content::content_server::SERVICE_NAME,
+        "containerd.services.content.v1.Content"
+    );
 }
 
 /// The generated clients and servers route by full method path; check every path upstream
@@ -1136,6 +1299,21 @@ fn method_paths() {
             "grpc.health.v1.rs",
             "grpc.health.v1.Health",
             &["Check", "List", "Watch"],
+        ),
+        (
+            "containerd.services.content.v1.rs",
+            "containerd.services.content.v1.Content",
+            &[
+                "Info",
+                "Update",
+                "List",
+                "Delete",
+                "Read",
+                "Status",
+                "ListStatuses",
+                "Write",
+                "Abort",
+            ],
         ),
     ];
     for (file, service, methods) in cases {

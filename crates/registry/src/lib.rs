@@ -19,7 +19,7 @@ mod unpack;
 pub use hosts::{CredentialSource, Credentials, CredentialsFn, HostConfig, Hosts, auth_host};
 pub use pull::{PulledImage, Registry, select_manifest};
 pub use push::BLOB_SOURCES_TABLE;
-pub use unpack::{LAYER_BLOBS_TABLE, LayerBlob, chain_ids, layer_blobs, unpack};
+pub use unpack::{LAYER_BLOBS_TABLE, LayerBlob, chain_ids, layer_blobs, unpack, unpack_layers};
 
 /// Errors of registry access and unpacking. Each names the reference, host or digest.
 #[derive(Debug, thiserror::Error)]

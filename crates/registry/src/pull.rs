@@ -310,6 +310,52 @@ impl Registry {
         Ok((bytes.to_vec(), digest, media_type, v))
     }
 
+    /// The manifest or index `reference` names, as stored (no platform selection): its
+    /// bytes, digest and media type. With `creds` (a build's session) when given.
+    pub async fn fetch_raw_manifest(
+        &self,
+        reference: &str,
+        creds: Option<&dyn CredentialSource>,
+    ) -> Result<(Vec<u8>, Digest, String)> {
+        let (full, host, r) = Self::parse(reference)?;
+        let conn = self.connect(&host, creds).await?;
+        let (bytes, digest, media_type, _) = self.fetch_manifest(&full, &conn, &r).await?;
+        Ok((
+            bytes,
+            digest,
+            media_type.unwrap_or_else(|| media::OCI_MANIFEST.to_string()),
+        ))
+    }
+
+    /// Makes blob `digest` (`size` bytes) of `reference`'s repository present in
+    /// `store`, verified, unless it is there already.
+    pub async fn fetch_blob(
+        &self,
+        reference: &str,
+        digest: &Digest,
+        size: u64,
+        media_type: &str,
+        store: &ContentStore,
+        creds: Option<&dyn CredentialSource>,
+    ) -> Result<()> {
+        if matches!(store.exists(digest), Ok(true)) {
+            return Ok(());
+        }
+        let (full, host, r) = Self::parse(reference)?;
+        let conn = self.connect(&host, creds).await?;
+        conn.client
+            .auth(&r, &conn.auth, oci_client::RegistryOperation::Pull)
+            .await
+            .map_err(|e| Self::client_error(&full, e))?;
+        let desc = OciDescriptor {
+            media_type: media_type.to_string(),
+            digest: digest.to_string(),
+            size: i64::try_from(size).unwrap_or(i64::MAX),
+            ..OciDescriptor::default()
+        };
+        fetch_layer(&conn.client, &r, &full, desc, store, None, *digest, size).await
+    }
+
     /// Resolves `reference` for `platform` to the digest of its platform manifest, without
     /// fetching config or layers (what a source op's cache key needs).
     pub async fn resolve(&self, reference: &str, platform: &Platform) -> Result<Digest> {

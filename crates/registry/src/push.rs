@@ -108,8 +108,13 @@ impl Registry {
                     m["digest"].as_str().unwrap_or(""),
                 )?;
                 let t = m["mediaType"].as_str().unwrap_or(media::OCI_MANIFEST);
-                let child = r.clone_with_digest(d.to_string());
-                Box::pin(target.push_manifest_with_blobs(&child, &d, t)).await?;
+                if media::is_index(t) || is_manifest(t) {
+                    let child = r.clone_with_digest(d.to_string());
+                    Box::pin(target.push_manifest_with_blobs(&child, &d, t)).await?;
+                } else {
+                    // A build cache index lists its layers and config as plain blobs.
+                    target.push_blob(&r, &d).await?;
+                }
             }
             target.put_manifest(&r, &bytes, media_type).await?;
         } else {
@@ -247,6 +252,11 @@ impl Target<'_> {
             .map_err(|e| Registry::registry_error(self.shown, format!("pushing manifest: {e}")))?;
         Ok(())
     }
+}
+
+/// Whether `t` is an image manifest media type (OCI or Docker schema 2).
+fn is_manifest(t: &str) -> bool {
+    t == media::OCI_MANIFEST || t == media::DOCKER_MANIFEST
 }
 
 fn source_key(d: &Digest, host: &str, repository: &str) -> Vec<u8> {

@@ -103,7 +103,25 @@ pub fn unpack(
     store: &ContentStore,
     snapshotter: &dyn Snapshotter,
 ) -> Result<Option<String>> {
-    let chains = chain_ids(&image.diff_ids);
+    unpack_layers(&image.layers, &image.diff_ids, store, snapshotter)
+}
+
+/// [`unpack`] of a layer stack given as blobs (digest, size, media type, in the content
+/// store) and their diffIDs, bottom first: how an imported build cache result becomes
+/// a snapshot.
+pub fn unpack_layers(
+    layers: &[(Digest, u64, String)],
+    diff_ids: &[Digest],
+    store: &ContentStore,
+    snapshotter: &dyn Snapshotter,
+) -> Result<Option<String>> {
+    if layers.len() != diff_ids.len() {
+        return Err(Error::Unpack {
+            layer: layers.first().map(|l| l.0.to_string()).unwrap_or_default(),
+            reason: format!("{} layers but {} diffIDs", layers.len(), diff_ids.len()),
+        });
+    }
+    let chains = chain_ids(diff_ids);
     let mode = if snapshotter.name() == "overlayfs" {
         WhiteoutMode::Overlay { userxattr: false }
     } else {
@@ -112,9 +130,9 @@ pub fn unpack(
     let mut parent: Option<String> = None;
     for (i, chain) in chains.iter().enumerate() {
         let key = snapshot_key(chain);
-        let (layer, size, media_type) = &image.layers[i];
+        let (layer, size, media_type) = &layers[i];
         let record = LayerBlob {
-            diff_id: image.diff_ids[i],
+            diff_id: diff_ids[i],
             digest: *layer,
             size: *size,
             media_type: media_type.clone(),
@@ -137,12 +155,12 @@ pub fn unpack(
             let dir = snapshotter.layer_dir(&tmp)?;
             let blob = store.open_blob(layer)?;
             let stats = archive::apply_layer(blob, &dir, &ApplyOptions::new(mode))?;
-            if stats.diff_id != image.diff_ids[i] {
+            if stats.diff_id != diff_ids[i] {
                 return Err(Error::Unpack {
                     layer: layer.to_string(),
                     reason: format!(
                         "uncompressed digest {} does not match the config's diff_id {}",
-                        stats.diff_id, image.diff_ids[i]
+                        stats.diff_id, diff_ids[i]
                     ),
                 });
             }

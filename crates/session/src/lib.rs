@@ -3,27 +3,29 @@
 //! A build client opens the bidirectional `Control.Session` stream on the daemon and
 //! turns it into a byte pipe ([`pipe`]); over that pipe the **client serves gRPC**
 //! (HTTP/2 without TLS) and the **daemon is the gRPC client**. Through it the daemon
-//! reads the client's local directories, sends exporter output back, and asks for
-//! secrets and registry credentials.
+//! reads the client's local directories, sends exporter output back, reads and writes
+//! the client's content stores, and asks for secrets and registry credentials.
 //!
 //! - Client end: [`Session`] collects [`Attachable`] services ([`FileSyncProvider`],
-//!   [`FileSendTarget`], [`SecretsProvider`], [`AuthProvider`], [`SshAgentProvider`])
-//!   and runs them over the stream; health checks are always served.
+//!   [`FileSendTarget`], [`ContentStores`], [`SecretsProvider`], [`AuthProvider`],
+//!   [`SshAgentProvider`]) and runs them over the stream; health checks are always
+//!   served.
 //! - Daemon end: [`SessionManager`] takes each incoming stream, dials back, polls
 //!   health and hands out [`Caller`]s by session id; [`filesync::sync`],
-//!   [`filesend::copy_to_caller`], [`filesend::copy_file_writer`],
+//!   [`filesend::copy_to_caller`], [`filesend::copy_file_writer`], [`CallerStore`],
 //!   [`secrets::get_secret`], [`auth::credentials`], [`sshforward::check_agent`] and
 //!   [`sshforward::forward_agent`] use them.
 //! - [`fsutil`]: the file transfer protocol itself (sender, receiver, walk order,
 //!   include/exclude filtering, Go `os.FileMode` bits), independent of gRPC.
 //!
 //! This crate does not implement the Control service (only the body of its `Session`
-//! handler, [`SessionManager::handle_session`]), nor uploads, the session exporter or
-//! content stores, nor credential helpers and token fetching, nor SSH key files (only
+//! handler, [`SessionManager::handle_session`]), nor uploads, the session exporter,
+//! nor credential helpers and token fetching, nor SSH key files (only
 //! agent sockets are forwarded).
 
 pub mod auth;
 pub mod client;
+pub mod content;
 pub mod filesend;
 pub mod filesync;
 pub mod fsutil;
@@ -35,6 +37,7 @@ pub mod sshforward;
 
 pub use auth::AuthProvider;
 pub use client::{Attachable, Services, Session};
+pub use content::{CallerStore, ContentStores};
 pub use filesend::FileSendTarget;
 pub use filesync::FileSyncProvider;
 pub use manager::{Caller, HealthConfig, SessionManager};
@@ -73,6 +76,20 @@ pub enum Error {
     /// A file transfer failed.
     #[error(transparent)]
     Transfer(#[from] fsutil::Error),
+    /// A call to one of the client's content stores failed; `code` is the gRPC code
+    /// (`NotFound` for a missing blob, `InvalidArgument` for a malformed digest,
+    /// `FailedPrecondition` for content that does not match its digest or size).
+    #[error("content store {store}: blob {digest}: {message}")]
+    Content {
+        /// The store id (`local:<dir>`, ...).
+        store: String,
+        /// The blob the call was about.
+        digest: String,
+        /// The gRPC code of the failure.
+        code: tonic::Code,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 impl From<tonic::Status> for Error {
@@ -95,6 +112,7 @@ impl Error {
             Error::Unsupported(_) => tonic::Status::unimplemented(self.to_string()),
             Error::Closed => tonic::Status::cancelled(self.to_string()),
             Error::Transport(_) => tonic::Status::unavailable(self.to_string()),
+            Error::Content { code, .. } => tonic::Status::new(*code, self.to_string()),
         }
     }
 }

@@ -23,4 +23,6 @@ pub use cache::{CacheRecord, PersistentCache};
 pub use error::{OpError, SolveError};
 pub use op::{BoxFuture, CacheMap, Dep, Op, OpContext, ResultStore};
 pub use progress::{Progress, ProgressStream};
-pub use solver::{Edge, Graph, Solver, SolverOptions, Vertex};
+pub use solver::{
+    CacheSource, Edge, Graph, SolveOptions, Solved, SolvedVertex, Solver, SolverOptions, Vertex,
+};

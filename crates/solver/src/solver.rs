@@ -149,9 +149,64 @@ struct Job<R> {
     inner: Arc<Inner<R>>,
     graph: Graph<R>,
     no_cache: bool,
+    source: Option<Arc<dyn CacheSource<R>>>,
     progress: Progress,
     cancel: CancellationToken,
     memo: Mutex<HashMap<usize, SharedVertex<R>>>,
+    solved: Mutex<Vec<SolvedVertex<R>>>,
+}
+
+/// Where a job finds results its own cache lacks: an imported build cache.
+pub trait CacheSource<R>: Send + Sync {
+    /// Every output of the vertex whose cache key is `key`, if the source has them. A
+    /// source that fails reports it itself (a warning) and answers `None`: the vertex
+    /// then runs.
+    fn load<'a>(&'a self, key: &'a Digest) -> BoxFuture<'a, Option<Vec<R>>>;
+}
+
+/// How a job solves.
+pub struct SolveOptions<R> {
+    /// Ignore the cache for every vertex (results are still recorded).
+    pub no_cache: bool,
+    /// Results to use when the cache has none (imported build caches).
+    pub source: Option<Arc<dyn CacheSource<R>>>,
+}
+
+impl<R> Default for SolveOptions<R> {
+    fn default() -> Self {
+        SolveOptions {
+            no_cache: false,
+            source: None,
+        }
+    }
+}
+
+/// One vertex of a solved job, as a cache export needs it.
+#[derive(Clone, Debug)]
+pub struct SolvedVertex<R> {
+    /// The vertex's cache key.
+    pub key: Digest,
+    /// The display name.
+    pub name: String,
+    /// Per input: the input vertex's key, the output used and the selector, for inputs
+    /// consumed by definition; `None` for inputs consumed by content (their content
+    /// digest is in `key`).
+    pub inputs: Vec<Option<(Digest, usize, Option<String>)>>,
+    /// The results, one per output.
+    pub outputs: Vec<R>,
+    /// Whether the result came from a cache.
+    pub cached: bool,
+    /// The op runs every time (a local source): not worth exporting.
+    pub always_run: bool,
+}
+
+/// A solved job: the target's result, its key, and every vertex solved.
+pub struct Solved<R> {
+    pub result: R,
+    /// The target vertex's key and output.
+    pub target: (Digest, usize),
+    /// The vertices, in the order they finished.
+    pub vertices: Vec<SolvedVertex<R>>,
 }
 
 impl<R: Clone + Send + Sync + 'static> Solver<R> {
@@ -186,19 +241,43 @@ impl<R: Clone + Send + Sync + 'static> Solver<R> {
         progress: Progress,
         cancel: CancellationToken,
     ) -> Result<R, SolveError> {
+        let opts = SolveOptions {
+            no_cache,
+            source: None,
+        };
+        Ok(self.solve_with(graph, opts, progress, cancel).await?.result)
+    }
+
+    /// [`Solver::solve`] with `opts`, returning every vertex solved too (for cache
+    /// exports).
+    pub async fn solve_with(
+        &self,
+        graph: Graph<R>,
+        opts: SolveOptions<R>,
+        progress: Progress,
+        cancel: CancellationToken,
+    ) -> Result<Solved<R>, SolveError> {
         graph.validate()?;
         let target = graph.target;
         let job = Arc::new(Job {
             inner: self.inner.clone(),
             graph,
-            no_cache,
+            no_cache: opts.no_cache,
+            source: opts.source,
             progress,
             cancel,
             memo: Mutex::new(HashMap::new()),
+            solved: Mutex::new(Vec::new()),
         });
-        let (outs, _) = job.vertex(target.vertex).await?;
-        outs.get(target.output).cloned().ok_or_else(|| {
+        let (outs, key) = job.vertex(target.vertex).await?;
+        let result = outs.get(target.output).cloned().ok_or_else(|| {
             SolveError::Graph(format!("the target vertex has no output {}", target.output))
+        })?;
+        let vertices = std::mem::take(&mut *job.solved.lock().unwrap_or_else(|e| e.into_inner()));
+        Ok(Solved {
+            result,
+            target: (key, target.output),
+            vertices,
         })
     }
 }
@@ -376,6 +455,7 @@ impl<R: Clone + Send + Sync + 'static> Job<R> {
             )));
         }
         let mut keys = Vec::with_capacity(v.inputs.len());
+        let mut links = Vec::with_capacity(v.inputs.len());
         let mut in_results = Vec::with_capacity(v.inputs.len());
         for (i, e) in v.inputs.iter().enumerate() {
             let (outs, key) = &inputs[i];
@@ -398,19 +478,46 @@ impl<R: Clone + Send + Sync + 'static> Job<R> {
                     digest,
                     selector: dep.selector.clone(),
                 });
+                links.push(None);
             } else {
                 keys.push(InputKey::Definition {
                     key: *key,
                     output: e.output,
                     selector: dep.selector.clone(),
                 });
+                links.push(Some((*key, e.output, dep.selector.clone())));
             }
             in_results.push(r);
         }
         let key = key::compute(&cm.digest, &keys);
         let use_cache = !(self.no_cache || v.ignore_cache || cm.always_run);
+        let solved = |outs: &Vec<R>, cached: bool| {
+            self.solved
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(SolvedVertex {
+                    key,
+                    name: v.name.clone(),
+                    inputs: links.clone(),
+                    outputs: outs.clone(),
+                    cached,
+                    always_run: cm.always_run,
+                });
+        };
         if use_cache && let Some(outs) = self.inner.lookup(&key)? {
             self.progress.cached(&info, SystemTime::now());
+            solved(&outs, true);
+            return Ok((outs, key));
+        }
+        if use_cache
+            && let Some(source) = &self.source
+            && let Some(outs) = source.load(&key).await
+        {
+            // Imported: remembered here, so the next build finds it without the source.
+            let ids = outs.iter().map(|r| self.inner.store.id(r)).collect();
+            self.inner.cache.put(&key, ids)?;
+            self.progress.cached(&info, SystemTime::now());
+            solved(&outs, true);
             return Ok((outs, key));
         }
         let outs = self
@@ -424,6 +531,7 @@ impl<R: Clone + Send + Sync + 'static> Job<R> {
                 &self.cancel,
             )
             .await?;
+        solved(&outs, false);
         Ok((outs, key))
     }
 }

@@ -18,6 +18,7 @@ use proto::control::{SolveRequest, StatusRequest};
 
 use crate::cli::GlobalArgs;
 
+mod cachespec;
 mod output;
 
 /// `buildctl build` flags.
@@ -50,6 +51,13 @@ pub struct BuildArgs {
     /// SSH agent to forward, ID[=SOCKET][,raw=true]; ID alone uses $SSH_AUTH_SOCK (repeatable).
     #[arg(long = "ssh")]
     pub ssh: Vec<String>,
+    /// Export build cache, e.g. type=registry,ref=example.com/foo/bar,mode=max or
+    /// type=inline (repeatable).
+    #[arg(long = "export-cache")]
+    pub export_cache: Vec<String>,
+    /// Import build cache, e.g. type=registry,ref=example.com/foo/bar (repeatable).
+    #[arg(long = "import-cache")]
+    pub import_cache: Vec<String>,
     /// Output build metadata (e.g., image digest) to a file as JSON.
     #[arg(long)]
     pub metadata_file: Option<std::path::PathBuf>,
@@ -102,6 +110,30 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs) -> anyhow::Result<()> {
             bail!("--allow {a}: expected security.insecure or network.host");
         }
     }
+    let exports: Vec<_> = args
+        .export_cache
+        .iter()
+        .map(|s| cachespec::parse(s, "--export-cache"))
+        .collect::<anyhow::Result<_>>()?;
+    let imports: Vec<_> = args
+        .import_cache
+        .iter()
+        .map(|s| cachespec::parse(s, "--import-cache"))
+        .collect::<anyhow::Result<_>>()?;
+    // Local caches: this side serves their directories as content stores.
+    let local = cachespec::local_stores(exports, imports)?;
+    if !local.stores.is_empty() {
+        session.allow(local.stores.clone());
+    }
+    let cache_options = if local.exports.is_empty() && local.imports.is_empty() {
+        None
+    } else {
+        Some(proto::control::CacheOptions {
+            exports: local.exports.clone(),
+            imports: local.imports.clone(),
+            ..proto::control::CacheOptions::default()
+        })
+    };
     let mut frontend_attrs = std::collections::BTreeMap::new();
     for o in &args.opts {
         let (k, v) = o
@@ -178,6 +210,7 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs) -> anyhow::Result<()> {
             entitlements: args.allow.clone(),
             session: session_id,
             exporters,
+            cache: cache_options,
             ..SolveRequest::default()
         })
         .await;
@@ -192,6 +225,7 @@ pub async fn run(global: &GlobalArgs, args: &BuildArgs) -> anyhow::Result<()> {
         Err(status) => bail!("{}", status.message()),
     };
     // Written only when the exporters answered something, as upstream.
+    cachespec::tag_exported(&local.tags, &response)?;
     if let Some(path) = &args.metadata_file
         && !response.is_empty()
     {

@@ -8,7 +8,7 @@ use base64::Engine;
 
 /// The fields of one CSV record (Go's `encoding/csv` rules: a field starting with `"` is
 /// quoted, `""` inside it is a quote, and a bare `"` elsewhere is an error).
-fn csv_fields(s: &str) -> anyhow::Result<Vec<String>> {
+pub(super) fn csv_fields(s: &str) -> anyhow::Result<Vec<String>> {
     let mut fields = Vec::new();
     if s.is_empty() {
         return Ok(fields);
