@@ -174,6 +174,23 @@ fn du_lists_records_with_their_sizes_and_prune_bounds_them() {
     let out = d.buildctl(&["prune", "--all"], None);
     assert!(out.status.success(), "{}", text(&out));
     assert!(records(&d).is_empty(), "prune --all leaves nothing unused");
+
+    // The blobs of what was pruned (pulled layers, manifests, configs) go when the
+    // daemon starts again, before any build.
+    let blobs = |d: &Daemon| {
+        std::fs::read_dir(d.root.join("content/blobs/sha256"))
+            .map(|r| r.count())
+            .unwrap_or(0)
+    };
+    assert!(blobs(&d) > 0, "the build stored blobs");
+    d.stop();
+    let d = Daemon::start(dir.path());
+    assert_eq!(blobs(&d), 0, "no blob is needed after prune --all");
+    let log = std::fs::read_to_string(&d.log).unwrap();
+    assert!(log.contains("removed content-store blobs"), "{log}");
+    // And a build works again from nothing.
+    let out = build(&d, &ctx, &[]);
+    assert!(out.status.success(), "{}", text(&out));
     d.stop();
 }
 

@@ -5,6 +5,10 @@
 //! `gc-interval`, one minute by default as upstream, with a run at the end of the
 //! interval when builds finished meanwhile), at start-up, and every ten minutes; it
 //! logs what it freed.
+//!
+//! Content-store blobs are not cache records: at start-up, before any build can use
+//! them, the blobs that no lease holds and no remaining snapshot was made from or
+//! exported as are removed ([`collect_unused_blobs`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -62,6 +66,46 @@ pub(crate) fn prune_options(req: &PruneRequest) -> Result<PruneOptions, Status> 
         max_used_space: non_negative(req.max_used_space, "maxUsedSpace")?,
         min_free_space: non_negative(req.min_free_space, "minFreeSpace")?,
     })
+}
+
+/// Removes the content-store blobs nothing needs any more: held by no lease, and not
+/// the pulled or exported blob of a snapshot that still exists (`registry.layer_blobs`,
+/// `exporter.layer_blobs`). Only safe while no build runs (a build's blobs are not all
+/// leased): the daemon calls it at start-up. Blocking.
+pub(crate) fn collect_unused_blobs(worker: &worker::Worker) -> Result<content::GcReport, String> {
+    let snapshots: std::collections::HashSet<String> = worker
+        .snapshotter
+        .list()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|i| i.key)
+        .collect();
+    let mut roots = std::collections::HashSet::new();
+    for key in &snapshots {
+        for b in registry::layer_blobs(&worker.content, key).map_err(|e| e.to_string())? {
+            roots.insert(b.digest);
+        }
+    }
+    let rows = worker
+        .metadata
+        .scan(exporter::LAYER_BLOBS_TABLE, b"")
+        .map_err(|e| e.to_string())?;
+    for (k, v) in rows {
+        let snapshot = k.split(|b| *b == 0).next().unwrap_or_default();
+        let Ok(snapshot) = std::str::from_utf8(snapshot) else {
+            continue;
+        };
+        if !snapshots.contains(snapshot) {
+            continue;
+        }
+        if let Some(d) = serde_json::from_slice::<serde_json::Value>(&v)
+            .ok()
+            .and_then(|v| v["digest"].as_str().and_then(|d| d.parse().ok()))
+        {
+            roots.insert(d);
+        }
+    }
+    worker.content.gc(&roots).map_err(|e| e.to_string())
 }
 
 /// Automatic garbage collection.

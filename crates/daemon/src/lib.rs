@@ -197,12 +197,21 @@ pub async fn open(root: PathBuf, config: &Config) -> Result<Controller, Error> {
             reason,
         })?
         .unwrap_or(std::time::Duration::from_secs(60));
-    let gc = gc::Gc::new(
-        ops.cache.clone(),
-        policies,
-        oci.gc.unwrap_or(true),
-        interval,
-    );
+    let gc_enabled = oci.gc.unwrap_or(true);
+    if gc_enabled {
+        let w = ops.worker.clone();
+        match tokio::task::spawn_blocking(move || gc::collect_unused_blobs(&w)).await {
+            Ok(Ok(report)) if !report.removed.is_empty() => tracing::info!(
+                blobs = report.removed.len(),
+                bytes = report.bytes_freed,
+                "removed content-store blobs nothing uses any more"
+            ),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "content-store garbage collection failed"),
+            Err(e) => tracing::warn!(error = %e, "content-store garbage collection failed"),
+        }
+    }
+    let gc = gc::Gc::new(ops.cache.clone(), policies, gc_enabled, interval);
     let shutdown = tokio_util::sync::CancellationToken::new();
     gc.start(shutdown.clone());
     Ok(Controller {
