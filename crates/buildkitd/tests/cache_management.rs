@@ -123,7 +123,11 @@ fn du_lists_records_with_their_sizes_and_prune_bounds_them() {
 
     // The sizes add up to what is on disk (within 5%).
     let ours = total(&recs);
-    let disk = du_sb(&[&d.root.join("snapshots"), &d.root.join("cachemounts")]);
+    let disk = du_sb(&[
+        &d.root.join("snapshots"),
+        &d.root.join("cachemounts"),
+        &d.root.join("local-sources"),
+    ]);
     let diff = ours.abs_diff(disk) as f64 / disk as f64;
     eprintln!(
         "du total {ours} bytes, du -sb {disk} bytes ({:.2}%)",
@@ -147,6 +151,11 @@ fn du_lists_records_with_their_sizes_and_prune_bounds_them() {
         t.lines()
             .any(|l| l.starts_with("cachemount/") && l.contains('*')),
         "mutable records are marked: {t}"
+    );
+    assert!(
+        t.lines()
+            .any(|l| l.starts_with("localsource/") && l.contains('*')),
+        "the kept context copies are records: {t}"
     );
     let out = d.buildctl(&["du", "-v", "--filter", "type==exec.cachemount"], None);
     let t = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -1,6 +1,8 @@
 //! Cache records over the worker's storage, as upstream's cache manager keeps them:
 //! every committed snapshot (build results, pulled layers, synced contexts, git
-//! checkouts) and every `RUN --mount=type=cache` directory is a record with a type, a
+//! checkouts), every `RUN --mount=type=cache` directory and every kept copy of a local
+//! source (`<root>/local-sources/<key>`, what the next sync is compared with) is a
+//! record with a type, a
 //! description, creation and last-use times, a usage count and a size (computed when
 //! first asked and remembered: committed snapshots never change).
 //!

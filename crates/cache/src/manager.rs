@@ -18,6 +18,10 @@ use crate::{Error, PruneOptions, RecordType, UsageRecord};
 pub const TABLE: &str = "cache.records";
 /// Prefix of cache mount record ids.
 const CACHE_MOUNT: &str = "cachemount/";
+/// Prefix of the record ids of kept local source directories.
+const LOCAL_SOURCE: &str = "localsource/";
+/// Where kept local source directories live, under the worker root.
+const LOCAL_SOURCES_DIR: &str = "local-sources";
 
 /// What the cache keeps about a record besides what the snapshotter knows.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +95,13 @@ fn from_ns(ns: u64) -> Option<SystemTime> {
     (ns > 0).then(|| UNIX_EPOCH + Duration::from_nanos(ns))
 }
 
+/// A name part unique to `id` (its characters that are safe in a file name).
+fn file_name_of(id: &str) -> String {
+    id.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect()
+}
+
 /// Bytes of everything under `path` as `du -sb` counts them: the apparent size of every
 /// inode (directories and symlinks too), hard links once, symlinks not followed.
 pub(crate) fn apparent_size(path: &Path) -> Result<u64, Error> {
@@ -159,6 +170,31 @@ impl CacheManager {
     /// `hex` (its directory is `cachemounts/<hex>/<instance>`).
     pub fn cache_mount_id(hex: &str, instance: usize) -> String {
         format!("{CACHE_MOUNT}{hex}/{instance}")
+    }
+
+    /// The record id of the kept local source directory `local-sources/<key>`.
+    pub fn local_source_id(key: &str) -> String {
+        format!("{LOCAL_SOURCE}{key}")
+    }
+
+    /// The directory of a directory record (a cache mount or a kept local source), and
+    /// the directory it lives in.
+    fn record_dir(&self, id: &str) -> Option<(PathBuf, PathBuf)> {
+        let (base, rest) = if let Some(rest) = id.strip_prefix(CACHE_MOUNT) {
+            (self.mounts_root.clone(), rest)
+        } else if let Some(rest) = id.strip_prefix(LOCAL_SOURCE) {
+            (self.root.join(LOCAL_SOURCES_DIR), rest)
+        } else {
+            return None;
+        };
+        // Ids come from directory names: nothing that could leave the base.
+        if rest
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+        {
+            return None;
+        }
+        Some((base.join(rest), base))
     }
 
     /// Holds record `id` (see [`Holds::hold`]).
@@ -300,7 +336,17 @@ impl CacheManager {
         if let Err(e) = self.remember_sizes(&computed) {
             tracing::debug!(error = %e, "remembering record sizes failed");
         }
-        for (id, dir) in self.cache_mount_dirs()? {
+        let mut dirs: Vec<(String, PathBuf, RecordType)> = self
+            .cache_mount_dirs()?
+            .into_iter()
+            .map(|(id, dir)| (id, dir, RecordType::ExecCacheMount))
+            .collect();
+        dirs.extend(
+            self.local_source_dirs()?
+                .into_iter()
+                .map(|(id, dir)| (id, dir, RecordType::SourceLocal)),
+        );
+        for (id, dir, record_type) in dirs {
             let meta = metas.remove(&id).unwrap_or_default();
             let size = apparent_size(&dir)?;
             let created = from_ns(meta.created).or_else(|| {
@@ -318,10 +364,36 @@ impl CacheManager {
                 last_used: from_ns(meta.last_used),
                 usage_count: meta.usage_count,
                 description: meta.description,
-                record_type: RecordType::ExecCacheMount,
+                record_type,
                 shared: false,
             });
         }
+        Ok(out)
+    }
+
+    /// The kept local source directories: (record id, path).
+    fn local_source_dirs(&self) -> Result<Vec<(String, PathBuf)>, Error> {
+        let base = self.root.join(LOCAL_SOURCES_DIR);
+        let entries = match std::fs::read_dir(&base) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(Error::Io {
+                    op: "read directory",
+                    path: base,
+                    source,
+                });
+            }
+        };
+        let mut out = Vec::new();
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || !e.path().is_dir() {
+                continue;
+            }
+            out.push((Self::local_source_id(&name), e.path()));
+        }
+        out.sort();
         Ok(out)
     }
 
@@ -494,13 +566,10 @@ impl CacheManager {
         let Some(claim) = self.holds.claim(&r.id) else {
             return Ok(false);
         };
-        if let Some(rest) = r.id.strip_prefix(CACHE_MOUNT) {
+        if let Some((dir, base)) = self.record_dir(&r.id) {
             // Moved aside while claimed (fast), deleted after: a build may make the
             // directory anew meanwhile.
-            let dir = self.mounts_root.join(rest);
-            let trash = self
-                .mounts_root
-                .join(format!(".removing-{}", rest.replace('/', "-")));
+            let trash = base.join(format!(".removing-{}", file_name_of(&r.id)));
             match std::fs::rename(&dir, &trash) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
@@ -760,6 +829,38 @@ mod tests {
             ..PruneOptions::default()
         };
         assert!(f.cache.prune(&bad, &mut |_| {}).is_err());
+    }
+
+    #[test]
+    fn kept_local_sources_are_mutable_records() {
+        let f = fixture();
+        for key in ["aaaa", "bbbb"] {
+            let d = f.root.join("local-sources").join(key);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("f"), vec![1u8; 100]).unwrap();
+        }
+        let busy = f
+            .cache
+            .hold(&CacheManager::local_source_id("bbbb"))
+            .unwrap();
+        let recs = f.cache.records().unwrap();
+        let a = recs.iter().find(|r| r.id == "localsource/aaaa").unwrap();
+        assert_eq!(a.record_type, RecordType::SourceLocal);
+        assert!(a.mutable && !a.in_use);
+        assert!(a.size >= 100);
+        f.cache
+            .prune(&PruneOptions::default(), &mut |_| {})
+            .unwrap();
+        assert!(!f.root.join("local-sources/aaaa").exists());
+        assert!(f.root.join("local-sources/bbbb/f").exists(), "in use: kept");
+        let left: Vec<_> = std::fs::read_dir(f.root.join("local-sources"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left.len(), 1, "nothing moved aside is left: {left:?}");
+        drop(busy);
+        assert!(f.cache.record_dir("localsource/../x").is_none());
+        assert!(f.cache.record_dir("cachemount/a/../../x").is_none());
     }
 
     #[test]

@@ -355,6 +355,14 @@ pub(crate) fn sync(
         );
         return sync_fresh(ops, name, attrs);
     };
+    // The kept directory is a cache record of its own: held while used, so no prune
+    // removes it under the sync (one being removed is left to the prune).
+    let record = cache::CacheManager::local_source_id(&key);
+    let Some(_hold) = ops.cache.hold(&record) else {
+        return sync_fresh(ops, name, attrs);
+    };
+    ops.cache
+        .used(&record, RecordType::SourceLocal, &describe(name));
     // Private: the copies keep the client's modes, setuid bits included.
     std::fs::DirBuilder::new()
         .recursive(true)
