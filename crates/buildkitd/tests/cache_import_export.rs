@@ -10,12 +10,6 @@ use std::path::Path;
 
 use common::{Daemon, text};
 
-fn write(dir: &Path, name: &str, content: &str) {
-    let p = dir.join(name);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, content).unwrap();
-}
-
 /// Containers a daemon ran so far (one log line each).
 fn containers_run(d: &Daemon) -> usize {
     std::fs::read_to_string(&d.log)
@@ -47,24 +41,10 @@ fn build_image(d: &Daemon, dir: &Path, ctx: &Path, name: &str, extra: &[&str]) -
     (m["containerimage.digest"].as_str().unwrap().to_string(), t)
 }
 
-fn setup() -> Option<(tempfile::TempDir, testkit::Registry, String)> {
-    if !testkit::require_tool(
-        Path::new(testkit::registry::DOCKER_REGISTRY),
-        testkit::registry::INSTALL_HINT,
-    )
-    .unwrap()
-    {
-        return None;
-    }
-    let reg = testkit::Registry::start().unwrap();
-    let base = common::push_busybox(&reg);
-    Some((tempfile::tempdir().unwrap(), reg, base))
-}
-
 fn single_stage(dir: &Path, base: &str) -> std::path::PathBuf {
     let ctx = dir.join("single");
-    write(&ctx, "in.txt", "input\n");
-    write(
+    common::write_file(&ctx, "in.txt", "input\n");
+    common::write_file(
         &ctx,
         "Dockerfile",
         &format!(
@@ -80,7 +60,7 @@ fn registry_and_inline_caches_round_trip_to_an_empty_daemon() {
     if !common::require_root("registry_and_inline_caches_round_trip_to_an_empty_daemon") {
         return;
     }
-    let Some((dir, reg, base)) = setup() else {
+    let Some((dir, reg, base)) = common::registry_with_busybox() else {
         return;
     };
     let ctx = single_stage(dir.path(), &base);
@@ -168,13 +148,13 @@ fn min_mode_caches_only_the_final_stage() {
     if !common::require_root("min_mode_caches_only_the_final_stage") {
         return;
     }
-    let Some((dir, reg, base)) = setup() else {
+    let Some((dir, reg, base)) = common::registry_with_busybox() else {
         return;
     };
     let host = reg.host();
     let ctx = dir.path().join("multi");
-    write(&ctx, "in.txt", "input\n");
-    write(
+    common::write_file(&ctx, "in.txt", "input\n");
+    common::write_file(
         &ctx,
         "Dockerfile",
         &format!(
@@ -223,7 +203,7 @@ fn missing_or_corrupt_caches_are_warnings() {
     if !common::require_root("missing_or_corrupt_caches_are_warnings") {
         return;
     }
-    let Some((dir, reg, base)) = setup() else {
+    let Some((dir, reg, base)) = common::registry_with_busybox() else {
         return;
     };
     let host = reg.host();

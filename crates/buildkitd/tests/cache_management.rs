@@ -11,12 +11,6 @@ use std::time::{Duration, Instant};
 use common::{Daemon, text};
 use serde_json::Value;
 
-fn write(dir: &Path, name: &str, content: &str) {
-    let p = dir.join(name);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, content).unwrap();
-}
-
 /// `buildctl du --format json`: the records.
 fn records(d: &Daemon) -> Vec<Value> {
     let out = d.buildctl(&["du", "--format", "{{json .}}"], None);
@@ -51,31 +45,17 @@ fn build(d: &Daemon, ctx: &Path, extra: &[&str]) -> std::process::Output {
     d.build_dockerfile(ctx, extra)
 }
 
-fn setup() -> Option<(tempfile::TempDir, testkit::Registry, String)> {
-    if !testkit::require_tool(
-        Path::new(testkit::registry::DOCKER_REGISTRY),
-        testkit::registry::INSTALL_HINT,
-    )
-    .unwrap()
-    {
-        return None;
-    }
-    let reg = testkit::Registry::start().unwrap();
-    let base = common::push_busybox(&reg);
-    Some((tempfile::tempdir().unwrap(), reg, base))
-}
-
 #[test]
 fn du_lists_records_with_their_sizes_and_prune_bounds_them() {
     if !common::require_root("du_lists_records_with_their_sizes_and_prune_bounds_them") {
         return;
     }
-    let Some((dir, _reg, base)) = setup() else {
+    let Some((dir, _reg, base)) = common::registry_with_busybox() else {
         return;
     };
     let ctx = dir.path().join("ctx");
-    write(&ctx, "data.txt", &"context data\n".repeat(5000));
-    write(
+    common::write_file(&ctx, "data.txt", &"context data\n".repeat(5000));
+    common::write_file(
         &ctx,
         "Dockerfile",
         &format!(
@@ -208,12 +188,12 @@ fn a_prune_while_a_build_runs_does_not_break_it() {
     if !common::require_root("a_prune_while_a_build_runs_does_not_break_it") {
         return;
     }
-    let Some((dir, _reg, base)) = setup() else {
+    let Some((dir, _reg, base)) = common::registry_with_busybox() else {
         return;
     };
     let ctx = dir.path().join("ctx");
-    write(&ctx, "in.txt", "from the context\n");
-    write(
+    common::write_file(&ctx, "in.txt", "from the context\n");
+    common::write_file(
         &ctx,
         "Dockerfile",
         &format!(
@@ -272,7 +252,7 @@ fn automatic_gc_keeps_the_cache_under_a_tiny_bound() {
     if !common::require_root("automatic_gc_keeps_the_cache_under_a_tiny_bound") {
         return;
     }
-    let Some((dir, _reg, base)) = setup() else {
+    let Some((dir, _reg, base)) = common::registry_with_busybox() else {
         return;
     };
     // Above the base image's layer (about 2 MB), below it plus one build's result.
@@ -287,7 +267,7 @@ fn automatic_gc_keeps_the_cache_under_a_tiny_bound() {
     )
     .unwrap();
     let ctx = dir.path().join("ctx");
-    write(
+    common::write_file(
         &ctx,
         "Dockerfile",
         &format!(

@@ -150,44 +150,14 @@ pub fn parse_size(s: &str, disk_total: Option<u64>) -> Result<u64, Error> {
 
 /// A duration: Go's syntax (`48h`, `1h30m`, `90s`, `500ms`), or a number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, Error> {
-    let bad = |reason: &str| Error::Config(format!("duration {s:?}: {reason}"));
     let t = s.trim();
-    if t.is_empty() {
-        return Err(bad("empty"));
-    }
     if let Ok(secs) = t.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
-    let mut total = 0f64;
-    let mut rest = t;
-    while !rest.is_empty() {
-        let n = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| bad("a number without a unit"))?;
-        if n == 0 {
-            return Err(bad("expected a number"));
-        }
-        let value: f64 = rest[..n].parse().map_err(|_| bad("bad number"))?;
-        rest = &rest[n..];
-        let u = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let secs = match &rest[..u] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad("unknown unit (ns, us, ms, s, m, h)")),
-        };
-        total += value * secs;
-        rest = &rest[u..];
-    }
-    if !total.is_finite() || !(0.0..=1e15).contains(&total) {
-        return Err(bad("out of range"));
-    }
-    Ok(Duration::from_secs_f64(total))
+    let ns = llb::duration::parse(t).map_err(|e| Error::Config(format!("duration {s:?}: {e}")))?;
+    u64::try_from(ns)
+        .map(Duration::from_nanos)
+        .map_err(|_| Error::Config(format!("duration {s:?}: out of range")))
 }
 
 #[cfg(test)]

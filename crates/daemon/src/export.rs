@@ -266,20 +266,22 @@ fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(format!("internal: {e}"))
 }
 
-/// The progress step of one exporter, with its sub-tasks as statuses (`exporting
-/// layers`, `pushing layers`, ...), as upstream shows them.
-struct Step<'a> {
-    progress: &'a Progress,
-    digest: String,
-    name: &'static str,
+/// A progress step of its own (one exporter's, a cache import's or export's), with
+/// sub-tasks as statuses (`exporting layers`, `pushing layers`, ...), as upstream shows
+/// them.
+pub(crate) struct Step<'a> {
+    pub(crate) progress: &'a Progress,
+    pub(crate) digest: String,
+    name: String,
     started: SystemTime,
 }
 
 impl<'a> Step<'a> {
-    fn start(progress: &'a Progress, name: &'static str) -> Step<'a> {
+    pub(crate) fn start(progress: &'a Progress, name: impl Into<String>) -> Step<'a> {
+        let name = name.into();
         let digest = llb::digest_of(format!("{name} {}", llb::random_id()).as_bytes());
         let started = SystemTime::now();
-        progress.step(&digest, name, started, None, None);
+        progress.step(&digest, &name, started, None, None);
         Step {
             progress,
             digest,
@@ -295,10 +297,16 @@ impl<'a> Step<'a> {
             .status(&self.digest, name, name, 0, 0, started, completed);
     }
 
-    fn finish(self, error: Option<String>) {
+    /// Shows `message` as a warning in the step's output.
+    pub(crate) fn warn(&self, message: &str) {
+        self.progress
+            .log(&self.digest, 2, format!("WARNING: {message}\n").as_bytes());
+    }
+
+    pub(crate) fn finish(self, error: Option<String>) {
         self.progress.step(
             &self.digest,
-            self.name,
+            &self.name,
             self.started,
             Some(SystemTime::now()),
             error,

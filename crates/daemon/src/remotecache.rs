@@ -13,7 +13,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use exporter::remotecache::{
     BlobInfo, CacheExport, CacheMode, CacheOptions, CacheVertex, ImportedCache, ImportedLayer,
@@ -24,6 +23,7 @@ use proto::control::{CacheOptions as CacheRequest, CacheOptionsEntry};
 use solver::{BoxFuture, Progress, SolvedVertex};
 use tonic::Status;
 
+use crate::export::Step;
 use crate::jobsession::JobSession;
 
 /// The parsed cache entries of one Solve.
@@ -144,14 +144,6 @@ pub(crate) fn plan(req: Option<&CacheRequest>) -> Result<CachePlan, Status> {
         plan.imports.push(entry(e, false)?);
     }
     Ok(plan)
-}
-
-/// A progress step of its own.
-fn step(progress: &Progress, name: &str) -> (String, SystemTime) {
-    let digest = llb::digest_of(format!("{name} {}", llb::random_id()).as_bytes());
-    let started = SystemTime::now();
-    progress.step(&digest, name, started, None, None);
-    (digest, started)
 }
 
 /// Where an imported cache's blobs come from.
@@ -345,7 +337,7 @@ pub(crate) async fn imports(
             let name = format!("importing cache manifest from {r}");
             (r, name)
         };
-        let (digest, started) = step(progress, &name);
+        let task = Step::start(progress, name);
         let read = if ty == "local" {
             let src = opts.attrs.get("src").cloned().unwrap_or_default();
             let manifest = opts.attrs.get("digest").cloned().unwrap_or_default();
@@ -363,7 +355,7 @@ pub(crate) async fn imports(
         match read {
             Ok((cache, fetch)) => {
                 tracing::info!(reference, records = cache.len(), "cache imported");
-                progress.step(&digest, &name, started, Some(SystemTime::now()), None);
+                task.finish(None);
                 sources.push(Source {
                     cache,
                     reference,
@@ -377,22 +369,12 @@ pub(crate) async fn imports(
                     .is_some_and(|v| matches!(v.as_str(), "true" | "1"));
                 if required {
                     let msg = format!("importing cache from {reference}: {e}");
-                    progress.step(
-                        &digest,
-                        &name,
-                        started,
-                        Some(SystemTime::now()),
-                        Some(msg.clone()),
-                    );
+                    task.finish(Some(msg.clone()));
                     return Err(Status::failed_precondition(msg));
                 }
                 tracing::warn!(reference, error = %e, "cache import failed; building without it");
-                progress.log(
-                    &digest,
-                    2,
-                    format!("WARNING: cannot import cache from {reference}: {e}\n").as_bytes(),
-                );
-                progress.step(&digest, &name, started, Some(SystemTime::now()), None);
+                task.warn(&format!("cannot import cache from {reference}: {e}"));
+                task.finish(None);
             }
         }
     }
@@ -474,26 +456,15 @@ impl solver::CacheSource<Ref> for Imports {
                         Ok(r) => refs.push(r),
                         Err(e) => {
                             tracing::warn!(reference = source.reference, %key, error = %e, "an imported cache result is unusable; running the step");
-                            let (digest, started) = step(
+                            let task = Step::start(
                                 &self.progress,
-                                &format!("importing cache from {}", source.reference),
+                                format!("importing cache from {}", source.reference),
                             );
-                            self.progress.log(
-                                &digest,
-                                2,
-                                format!(
-                                    "WARNING: cannot use a cached result from {}: {e}\n",
-                                    source.reference
-                                )
-                                .as_bytes(),
-                            );
-                            self.progress.step(
-                                &digest,
-                                &format!("importing cache from {}", source.reference),
-                                started,
-                                Some(SystemTime::now()),
-                                None,
-                            );
+                            task.warn(&format!(
+                                "cannot use a cached result from {}: {e}",
+                                source.reference
+                            ));
+                            task.finish(None);
                             break;
                         }
                     }
@@ -621,7 +592,7 @@ pub(crate) async fn export(
             let name = format!("exporting cache to registry {r}");
             (r, name)
         };
-        let (digest, started) = step(progress, &name);
+        let task = Step::start(progress, name);
         let result = if ty == "local" {
             export_local(ops, opts, vertices, finals, &reference, client).await
         } else {
@@ -629,7 +600,7 @@ pub(crate) async fn export(
         };
         match result {
             Ok(desc) => {
-                progress.step(&digest, &name, started, Some(SystemTime::now()), None);
+                task.finish(None);
                 response.insert(
                     "cache.manifest".to_string(),
                     String::from_utf8_lossy(&desc.to_json()).into_owned(),
@@ -637,22 +608,12 @@ pub(crate) async fn export(
             }
             Err(e) if opts.ignore_error => {
                 tracing::warn!(reference, error = %e, "cache export failed (ignore-error)");
-                progress.log(
-                    &digest,
-                    2,
-                    format!("WARNING: cache export to {reference} failed: {e}\n").as_bytes(),
-                );
-                progress.step(&digest, &name, started, Some(SystemTime::now()), None);
+                task.warn(&format!("cache export to {reference} failed: {e}"));
+                task.finish(None);
             }
             Err(e) => {
                 let msg = format!("exporting cache to {reference}: {e}");
-                progress.step(
-                    &digest,
-                    &name,
-                    started,
-                    Some(SystemTime::now()),
-                    Some(msg.clone()),
-                );
+                task.finish(Some(msg.clone()));
                 return Err(Status::unknown(msg));
             }
         }

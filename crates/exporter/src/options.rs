@@ -222,9 +222,50 @@ fn parse_bool(key: &str, v: &str) -> Result<bool, Error> {
     }
 }
 
+/// Applies compression attribute `key` (`compression`, `compression-level` or
+/// `force-compression`) to `c`; `Ok(false)` for any other attribute. Shared by the image
+/// exporters and cache exports.
+pub(crate) fn compression_attr(
+    c: &mut CompressionConfig,
+    key: &str,
+    v: &str,
+) -> Result<bool, Error> {
+    match key {
+        "compression" => {
+            c.compression = match v {
+                "gzip" => Compression::Gzip,
+                "uncompressed" => Compression::Uncompressed,
+                "zstd" => Compression::Zstd,
+                "estargz" => {
+                    return Err(Error::Unsupported(
+                        "compression=estargz is not supported by buildkit-rs (use gzip, zstd or uncompressed)"
+                            .into(),
+                    ));
+                }
+                other => {
+                    return Err(Error::Option(format!(
+                        "unsupported compression type {other}"
+                    )));
+                }
+            }
+        }
+        "compression-level" => {
+            let level: i32 = v.parse().map_err(|_| {
+                Error::Option(format!(
+                    "non-integer value {v} specified for compression-level"
+                ))
+            })?;
+            c.level = Some(level);
+        }
+        "force-compression" => c.force = parse_flag(key, v)?,
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
 /// A boolean that is true when given without a value (`push=`), as upstream reads
 /// `push`, `push-by-digest` and the like.
-fn parse_flag(key: &str, v: &str) -> Result<bool, Error> {
+pub(crate) fn parse_flag(key: &str, v: &str) -> Result<bool, Error> {
     if v.is_empty() {
         Ok(true)
     } else {
@@ -337,33 +378,9 @@ impl ExportOptions {
                     parse_flag(k, v)?;
                 }
                 "oci-mediatypes" => o.oci_types = Some(parse_bool(k, v)?),
-                "compression" => {
-                    o.compression.compression = match v.as_str() {
-                        "gzip" => Compression::Gzip,
-                        "uncompressed" => Compression::Uncompressed,
-                        "zstd" => Compression::Zstd,
-                        "estargz" => {
-                            return Err(Error::Unsupported(
-                                "compression=estargz is not supported by buildkit-rs (use gzip, zstd or uncompressed)"
-                                    .into(),
-                            ));
-                        }
-                        other => {
-                            return Err(Error::Option(format!(
-                                "unsupported compression type {other}"
-                            )));
-                        }
-                    }
+                "compression" | "compression-level" | "force-compression" => {
+                    compression_attr(&mut o.compression, k, v)?;
                 }
-                "compression-level" => {
-                    let level: i32 = v.parse().map_err(|_| {
-                        Error::Option(format!(
-                            "non-integer value {v} specified for compression-level"
-                        ))
-                    })?;
-                    o.compression.level = Some(level);
-                }
-                "force-compression" => o.compression.force = parse_flag(k, v)?,
                 "source-date-epoch" => {
                     if !v.is_empty() {
                         o.epoch = Some(v.parse().map_err(|_| {

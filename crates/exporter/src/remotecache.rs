@@ -21,8 +21,7 @@ use worker::Worker;
 
 use crate::image::Descriptor;
 use crate::layers::{Layer, LayerOptions, chain, export_layers};
-use crate::options::CompressionConfig;
-use crate::time::Timestamp;
+use crate::options::{CompressionConfig, compression_attr, parse_flag};
 use crate::{Error, Result};
 
 /// Media type of the cache config blob.
@@ -144,16 +143,6 @@ pub struct CacheOptions {
     pub attrs: BTreeMap<String, String>,
 }
 
-fn parse_bool(key: &str, v: &str) -> Result<bool> {
-    match v {
-        "" | "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
-        _ => Err(Error::Option(format!(
-            "invalid boolean value {v:?} for {key}"
-        ))),
-    }
-}
-
 impl CacheOptions {
     /// Parses the attributes of a cache entry of type `ty`.
     pub fn parse(ty: &str, attrs: &BTreeMap<String, String>) -> Result<CacheOptions> {
@@ -174,30 +163,14 @@ impl CacheOptions {
                         }
                     }
                 }
-                "oci-mediatypes" => o.oci_types = parse_bool(k, v)?,
-                "image-manifest" => o.image_manifest = parse_bool(k, v)?,
-                "ignore-error" => o.ignore_error = parse_bool(k, v)?,
-                "registry.insecure" => o.insecure = parse_bool(k, v)?,
-                "compression" => {
-                    o.compression.compression = match v.as_str() {
-                        "gzip" => archive::Compression::Gzip,
-                        "zstd" => archive::Compression::Zstd,
-                        "uncompressed" => archive::Compression::Uncompressed,
-                        other => {
-                            return Err(Error::Option(format!(
-                                "cache {ty}: unsupported compression type {other}"
-                            )));
-                        }
-                    }
+                "oci-mediatypes" => o.oci_types = parse_flag(k, v)?,
+                "image-manifest" => o.image_manifest = parse_flag(k, v)?,
+                "ignore-error" => o.ignore_error = parse_flag(k, v)?,
+                "registry.insecure" => o.insecure = parse_flag(k, v)?,
+                "compression" | "compression-level" | "force-compression" => {
+                    compression_attr(&mut o.compression, k, v)
+                        .map_err(|e| Error::Option(format!("cache {ty}: {e}")))?;
                 }
-                "compression-level" => {
-                    o.compression.level = Some(v.parse().map_err(|_| {
-                        Error::Option(format!(
-                            "cache {ty}: non-integer value {v} specified for compression-level"
-                        ))
-                    })?)
-                }
-                "force-compression" => o.compression.force = parse_bool(k, v)?,
                 _ => {
                     o.attrs.insert(k.clone(), v.clone());
                 }
@@ -669,11 +642,6 @@ pub fn parse_document(doc: &[u8]) -> Result<CacheDocument> {
         );
     }
     Ok(CacheDocument { blobs, config })
-}
-
-/// A timestamp as the config writes it.
-pub fn created_at(t: Timestamp) -> String {
-    t.to_rfc3339_nano()
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@
 pub mod caps;
 mod definition;
 pub mod dump;
+pub mod duration;
 mod error;
 mod exec;
 mod file;

@@ -3,114 +3,35 @@
 //! read back, refused when they do not match their digest, digests that would leave the
 //! directory refused, ingests resumed and aborted, and the `index.json` helpers.
 
+mod common;
+
 use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use hyper_util::rt::TokioIo;
 use proto::containerd_content as api;
 use proto::containerd_content::content_client::ContentClient;
 use proto::control::control_client::ControlClient;
-use proto::control::control_server::{Control, ControlServer};
-use proto::control::*;
 use session::content::{
     self, CallerStore, ContentStores, Descriptor, StoreIndex, WriteOutcome, local_store_id,
     sha256_digest,
 };
-use session::manager::SessionStream;
 use session::{Caller, HealthConfig, Session, SessionManager};
-use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
-use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Request, Response, Status, Streaming};
-
-type Stream<T> = std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
-
-/// A Control service that implements only `Session`.
-struct TestControl {
-    sessions: SessionManager,
-}
-
-#[tonic::async_trait]
-impl Control for TestControl {
-    async fn disk_usage(
-        &self,
-        _: Request<DiskUsageRequest>,
-    ) -> Result<Response<DiskUsageResponse>, Status> {
-        Err(Status::unimplemented("disk_usage"))
-    }
-    type PruneStream = Stream<UsageRecord>;
-    async fn prune(&self, _: Request<PruneRequest>) -> Result<Response<Self::PruneStream>, Status> {
-        Err(Status::unimplemented("prune"))
-    }
-    async fn solve(&self, _: Request<SolveRequest>) -> Result<Response<SolveResponse>, Status> {
-        Err(Status::unimplemented("solve"))
-    }
-    type StatusStream = Stream<StatusResponse>;
-    async fn status(
-        &self,
-        _: Request<StatusRequest>,
-    ) -> Result<Response<Self::StatusStream>, Status> {
-        Err(Status::unimplemented("status"))
-    }
-    type SessionStream = SessionStream;
-    async fn session(
-        &self,
-        request: Request<Streaming<BytesMessage>>,
-    ) -> Result<Response<Self::SessionStream>, Status> {
-        self.sessions.handle_session(request)
-    }
-    async fn list_workers(
-        &self,
-        _: Request<ListWorkersRequest>,
-    ) -> Result<Response<ListWorkersResponse>, Status> {
-        Err(Status::unimplemented("list_workers"))
-    }
-    async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
-        Err(Status::unimplemented("info"))
-    }
-    type ListenBuildHistoryStream = Stream<BuildHistoryEvent>;
-    async fn listen_build_history(
-        &self,
-        _: Request<BuildHistoryRequest>,
-    ) -> Result<Response<Self::ListenBuildHistoryStream>, Status> {
-        Err(Status::unimplemented("listen_build_history"))
-    }
-    async fn update_build_history(
-        &self,
-        _: Request<UpdateBuildHistoryRequest>,
-    ) -> Result<Response<UpdateBuildHistoryResponse>, Status> {
-        Err(Status::unimplemented("update_build_history"))
-    }
-}
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status, Streaming};
 
 /// Starts the daemon side on a socket in `dir`; returns the manager and a client.
 async fn daemon(dir: &Path) -> (SessionManager, ControlClient<Channel>) {
-    let sock = dir.join("buildkitd.sock");
-    let listener = UnixListener::bind(&sock).unwrap();
     let sessions = SessionManager::with_health(HealthConfig {
         interval: Duration::from_millis(500),
         timeout: Duration::from_secs(5),
         failure_threshold: 3,
     });
-    let control = TestControl {
-        sessions: sessions.clone(),
-    };
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(ControlServer::new(control))
-            .serve_with_incoming(UnixListenerStream::new(listener)),
-    );
-    let channel = Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let sock = sock.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(sock).await?)) }
-        }))
-        .await
-        .unwrap();
-    (sessions, ControlClient::new(channel))
+    let client = common::serve(dir, sessions.clone()).await;
+    (sessions, client)
 }
 
 /// Runs a client session serving `stores`; returns the daemon's caller and a closer.

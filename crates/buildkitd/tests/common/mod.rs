@@ -66,6 +66,29 @@ pub fn push_busybox(reg: &testkit::Registry) -> String {
     format!("{}/busybox:latest", reg.host())
 }
 
+/// Writes `content` to `dir/name`, making parent directories.
+pub fn write_file(dir: &Path, name: &str, content: &str) {
+    let p = dir.join(name);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, content).unwrap();
+}
+
+/// A scratch directory and a registry on 127.0.0.1 holding busybox (its reference);
+/// `None` (said loudly, and a failure in CI) when `docker-registry` is missing.
+pub fn registry_with_busybox() -> Option<(tempfile::TempDir, testkit::Registry, String)> {
+    if !testkit::require_tool(
+        Path::new(testkit::registry::DOCKER_REGISTRY),
+        testkit::registry::INSTALL_HINT,
+    )
+    .unwrap()
+    {
+        return None;
+    }
+    let reg = testkit::Registry::start().unwrap();
+    let base = push_busybox(&reg);
+    Some((tempfile::tempdir().unwrap(), reg, base))
+}
+
 /// Runs `buildctl --addr addr ARGS` to completion, feeding `stdin`.
 pub fn buildctl(addr: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
     spawn_buildctl(addr, args, stdin)

@@ -392,10 +392,7 @@ impl DiskWriter {
         let Some(st) = self.root.lstat(&stat.path)? else {
             return Ok(false);
         };
-        let mod_time = st
-            .st_mtime
-            .saturating_mul(1_000_000_000)
-            .saturating_add(st.st_mtime_nsec as i64);
+        let mod_time = stat_mtime_ns(&st);
         Ok(FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
             && go_mode_from_posix(st.st_mode) & !MODE_SOCKET == stat.mode
             && st.st_uid == stat.uid
@@ -434,10 +431,7 @@ impl DiskWriter {
                 }
                 continue;
             }
-            let mod_time = st
-                .st_mtime
-                .saturating_mul(1_000_000_000)
-                .saturating_add(st.st_mtime_nsec as i64);
+            let mod_time = stat_mtime_ns(&st);
             let size = if file_kind(p.mode) == FileKind::Regular {
                 st.st_size
             } else {
@@ -732,6 +726,13 @@ impl Drop for DiskWriter {
             }
         }
     }
+}
+
+/// The modification time of `st` in Unix nanoseconds (as the wire `Stat` has it).
+fn stat_mtime_ns(st: &rustix::fs::Stat) -> i64 {
+    st.st_mtime
+        .saturating_mul(1_000_000_000)
+        .saturating_add(st.st_mtime_nsec as i64)
 }
 
 /// The existing file at `path`, opened, if keeping it can give what a new file would:

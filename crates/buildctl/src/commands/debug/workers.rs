@@ -48,7 +48,7 @@ pub async fn workers(global: &GlobalArgs, verbose: bool) -> anyhow::Result<()> {
                 if rule.keep_duration > 0 {
                     println!(
                         "\tKeep duration:\t{}",
-                        go_duration(u64::try_from(rule.keep_duration).unwrap_or(0))
+                        llb::duration::format(rule.keep_duration)
                     );
                 }
                 if rule.reserved_space > 0 {
@@ -73,39 +73,6 @@ pub async fn workers(global: &GlobalArgs, verbose: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Nanoseconds as Go's `time.Duration` prints them (`48h0m0s`, `1m30s`, `500ms`).
-fn go_duration(ns: u64) -> String {
-    if ns == 0 {
-        return "0s".into();
-    }
-    if ns < 1_000_000_000 {
-        let (v, unit) = if ns < 1_000 {
-            (ns as f64, "ns")
-        } else if ns < 1_000_000 {
-            (ns as f64 / 1e3, "µs")
-        } else {
-            (ns as f64 / 1e6, "ms")
-        };
-        return format!("{v}{unit}");
-    }
-    let secs = ns / 1_000_000_000;
-    let frac = ns % 1_000_000_000;
-    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
-    let mut seconds = s.to_string();
-    if frac > 0 {
-        let f = format!("{frac:09}");
-        seconds.push('.');
-        seconds.push_str(f.trim_end_matches('0'));
-    }
-    if h > 0 {
-        format!("{h}h{m}m{seconds}s")
-    } else if m > 0 {
-        format!("{m}m{seconds}s")
-    } else {
-        format!("{seconds}s")
-    }
 }
 
 /// Bytes as Go's `%g` of `units.Bytes` prints them (`512MB`, `1.5kB`, `999B`).
@@ -134,11 +101,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_and_sizes_as_go_prints_them() {
-        assert_eq!(go_duration(48 * 3600 * 1_000_000_000), "48h0m0s");
-        assert_eq!(go_duration(90 * 1_000_000_000), "1m30s");
-        assert_eq!(go_duration(1_500_000_000), "1.5s");
-        assert_eq!(go_duration(500_000_000), "500ms");
+    fn sizes_as_go_prints_them() {
         assert_eq!(short_bytes(512_000_000), "512MB");
         assert_eq!(short_bytes(1500), "1.5kB");
         assert_eq!(short_bytes(999), "999B");
